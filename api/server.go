@@ -1,0 +1,176 @@
+// Package api serves settle's public HTTP APIs (the Sessions API under /v1),
+// /metrics, /healthz and /readyz.
+package api
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/settle-dev/settle/internal/chain"
+	"github.com/settle-dev/settle/internal/session"
+	"github.com/settle-dev/settle/internal/store"
+)
+
+// Store is the persistence the API needs.
+type Store interface {
+	MerchantByAPIKey(ctx context.Context, key string) (string, error)
+	CreateSession(ctx context.Context, s *session.Session, decimals uint8) error
+	GetSession(ctx context.Context, id string) (*session.Session, error)
+	SetReceiverPaymentMethod(ctx context.Context, sessionID, pmType, family string, derive store.DeriveFunc, now time.Time) (*session.Session, *store.Receiver, error)
+}
+
+// EVMReceivers derives EVM receiver addresses from public derivation data.
+type EVMReceivers interface {
+	Address(index uint32) (common.Address, error)
+}
+
+// Config configures a Server.
+type Config struct {
+	Chains       *chain.Registry
+	Store        Store
+	EVMReceivers EVMReceivers
+	// ReceiverCreated, if set, is called after a new receiver is committed
+	// (the ClickHouse mirror uses it to copy the row promptly).
+	ReceiverCreated func()
+	// Ready lists dependency checks for /readyz, by name.
+	Ready map[string]func(context.Context) error
+	// SessionTTL is how long a new session stays open; default one hour.
+	SessionTTL time.Duration
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer
+	// Now is the clock; tests set it to control expiry.
+	Now func() time.Time
+}
+
+// Server is the HTTP API.
+type Server struct {
+	cfg     Config
+	logger  *slog.Logger
+	metrics *metrics
+	mux     *http.ServeMux
+}
+
+// New checks cfg and builds a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Chains == nil || cfg.Store == nil || cfg.EVMReceivers == nil {
+		return nil, errors.New("api: Chains, Store and EVMReceivers are required")
+	}
+	cfg.SessionTTL = cmp.Or(cfg.SessionTTL, time.Hour)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Registerer == nil {
+		r := prometheus.NewRegistry()
+		cfg.Registerer, cfg.Gatherer = r, r
+	}
+	base := cfg.Logger
+	if base == nil {
+		base = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg:     cfg,
+		logger:  slog.New(logHandler{base.Handler()}).With("component", "api"),
+		metrics: newMetrics(cfg.Registerer),
+		mux:     http.NewServeMux(),
+	}
+	s.routes()
+	return s, nil
+}
+
+func (s *Server) routes() {
+	handle := func(pattern string, h handlerFunc) { s.mux.Handle(pattern, s.route(pattern, h)) }
+	handle("POST /v1/sessions", s.createSession)
+	handle("GET /v1/sessions/{id}", cors(s.getSession))
+	handle("OPTIONS /v1/sessions/{id}", preflight("GET"))
+	handle("POST /v1/sessions/{id}/paymentMethods", cors(s.createPaymentMethod))
+	handle("OPTIONS /v1/sessions/{id}/paymentMethods", preflight("POST"))
+	handle("PUT /v1/sessions/{id}/check", cors(s.checkSession))
+	handle("OPTIONS /v1/sessions/{id}/check", preflight("PUT"))
+	// Method-less patterns catch the other methods on known paths, so a
+	// wrong method gets a 405 in the error envelope, not ServeMux's text.
+	for _, p := range []string{"/v1/sessions", "/v1/sessions/{id}", "/v1/sessions/{id}/paymentMethods", "/v1/sessions/{id}/check"} {
+		handle(p, methodNotAllowed)
+	}
+	handle("GET /healthz", func(w http.ResponseWriter, r *http.Request) error {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		return nil
+	})
+	handle("GET /readyz", s.readyz)
+	if s.cfg.Gatherer != nil {
+		s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{}))
+	}
+	handle("/", func(w http.ResponseWriter, r *http.Request) error {
+		return &Error{Status: http.StatusNotFound, Type: typeInvalidRequest, Code: "not_found", Message: "No such endpoint: " + r.Method + " " + r.URL.Path}
+	})
+}
+
+func methodNotAllowed(w http.ResponseWriter, r *http.Request) error {
+	return &Error{Status: http.StatusMethodNotAllowed, Type: typeInvalidRequest, Code: "method_not_allowed", Message: "Method " + r.Method + " is not allowed on " + r.URL.Path + "."}
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	out := map[string]string{}
+	ok := true
+	for name, check := range s.cfg.Ready {
+		if err := check(ctx); err != nil {
+			s.logger.WarnContext(ctx, "readiness check failed", "check", name, "err", err)
+			out[name], ok = "unavailable", false
+			continue
+		}
+		out[name] = "ok"
+	}
+	status := http.StatusOK
+	if !ok {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, out)
+	return nil
+}
+
+// Handler returns the API's root handler.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Run serves on ln until ctx is done, then shuts down gracefully, giving
+// in-flight requests up to 10 seconds.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	s.logger.InfoContext(ctx, "api listening", "addr", ln.Addr().String())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving api: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutting down api: %w", err)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serving api: %w", err)
+	}
+	return nil
+}

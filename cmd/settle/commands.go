@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/settle-dev/settle/api"
+	"github.com/settle-dev/settle/internal/hdwallet"
+	"github.com/settle-dev/settle/internal/mirror"
+	"github.com/settle-dev/settle/internal/store"
+	"github.com/settle-dev/settle/reconciler"
+	"github.com/settle-dev/settle/schema"
+)
+
+func cmdMigrate(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg, err := commonFlags("migrate", args, stderr, false, nil)
+	if err != nil {
+		return err
+	}
+	logger, err := newLogger(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	pg, err := openPostgres(ctx, cfg.PostgresURL)
+	if err != nil {
+		return err
+	}
+	defer pg.Close()
+	ch, err := openClickHouse(ctx, cfg.ClickHouseURL)
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	res, err := schema.Migrate(ctx, pg, ch, logger)
+	if err != nil {
+		return err
+	}
+	logger.Info("migrations done", "postgres_applied", len(res.Postgres), "clickhouse_applied", len(res.ClickHouse))
+	return nil
+}
+
+// apiGroup adds the API server and the receiver mirror to g.
+func apiGroup(ctx context.Context, g *errgroup.Group, cfg *fileConfig, pg *pgxpool.Pool, ch driver.Conn, logger *slog.Logger, reg *prometheus.Registry) (net.Addr, error) {
+	chains, err := cfg.registry()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Receivers.EVMXPub == "" {
+		return nil, fmt.Errorf("receivers.evm_xpub is not set (config or SETTLE_EVM_XPUB); `settle keys new` makes one")
+	}
+	receivers, err := hdwallet.ParseXPub(cfg.Receivers.EVMXPub)
+	if err != nil {
+		return nil, fmt.Errorf("receivers.evm_xpub: %w", err)
+	}
+	st := store.New(pg)
+	m := mirror.New(mirror.Config{Store: st, ClickHouse: ch, Logger: logger})
+	srv, err := api.New(api.Config{
+		Chains:          chains,
+		Store:           st,
+		EVMReceivers:    receivers,
+		ReceiverCreated: m.Kick,
+		Ready: map[string]func(context.Context) error{
+			"postgres":   pg.Ping,
+			"clickhouse": ch.Ping,
+		},
+		SessionTTL: cfg.API.SessionTTL,
+		Logger:     logger,
+		Registerer: reg,
+		Gatherer:   reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.API.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listening for api: %w", err)
+	}
+	g.Go(func() error { return srv.Run(ctx, ln) })
+	g.Go(func() error { return m.Run(ctx) })
+	return ln.Addr(), nil
+}
+
+func expiryGroup(ctx context.Context, g *errgroup.Group, pg *pgxpool.Pool, logger *slog.Logger, reg prometheus.Registerer) {
+	e := reconciler.NewExpirer(reconciler.ExpiryConfig{Store: store.New(pg), Logger: logger, Registerer: reg})
+	g.Go(func() error { return e.Run(ctx) })
+}
+
+func cmdAPI(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg, err := commonFlags("api", args, stderr, false, nil)
+	if err != nil {
+		return err
+	}
+	logger, err := newLogger(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	pg, err := openPostgres(ctx, cfg.PostgresURL)
+	if err != nil {
+		return err
+	}
+	defer pg.Close()
+	ch, err := openClickHouse(ctx, cfg.ClickHouseURL)
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	g, gctx := errgroup.WithContext(ctx)
+	if _, err := apiGroup(gctx, g, cfg, pg, ch, logger, newRegistry()); err != nil {
+		return err
+	}
+	return g.Wait()
+}
+
+func cmdReconciler(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg, err := commonFlags("reconciler", args, stderr, false, nil)
+	if err != nil {
+		return err
+	}
+	logger, err := newLogger(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	pg, err := openPostgres(ctx, cfg.PostgresURL)
+	if err != nil {
+		return err
+	}
+	defer pg.Close()
+	reg := newRegistry()
+	g, gctx := errgroup.WithContext(ctx)
+	expiryGroup(gctx, g, pg, logger, reg)
+	g.Go(func() error { return serveMetrics(gctx, cfg.Reconciler.MetricsListen, reg, logger) })
+	return g.Wait()
+}
+
+func cmdMerchantCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var name *string
+	cfg, err := commonFlags("merchant create", args, stderr, false, func(fs *flag.FlagSet) {
+		name = fs.String("name", "", "merchant name (required)")
+	})
+	if err != nil {
+		return err
+	}
+	if *name == "" {
+		return fmt.Errorf("merchant create: -name is required")
+	}
+	pg, err := openPostgres(ctx, cfg.PostgresURL)
+	if err != nil {
+		return err
+	}
+	defer pg.Close()
+	st := store.New(pg)
+	m, err := st.CreateMerchant(ctx, *name)
+	if err != nil {
+		return err
+	}
+	key, keyID, err := st.CreateAPIKey(ctx, m.ID)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "merchant_id: %s\napi_key_id:  %s\napi_key:     %s\n\nThe API key is shown only once; settle stores only its hash.\n", m.ID, keyID, key)
+	return nil
+}
+
+func cmdAPIKeyCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var merchant *string
+	cfg, err := commonFlags("apikey create", args, stderr, false, func(fs *flag.FlagSet) {
+		merchant = fs.String("merchant", "", "merchant id (required)")
+	})
+	if err != nil {
+		return err
+	}
+	if *merchant == "" {
+		return fmt.Errorf("apikey create: -merchant is required")
+	}
+	pg, err := openPostgres(ctx, cfg.PostgresURL)
+	if err != nil {
+		return err
+	}
+	defer pg.Close()
+	key, keyID, err := store.New(pg).CreateAPIKey(ctx, *merchant)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "api_key_id: %s\napi_key:    %s\n\nThe API key is shown only once; settle stores only its hash.\n", keyID, key)
+	return nil
+}
+
+func cmdKeysNew(stdout io.Writer) error {
+	seed, err := hdwallet.NewSeed()
+	if err != nil {
+		return err
+	}
+	m, err := hdwallet.MasterFromSeed(seed)
+	if err != nil {
+		return err
+	}
+	xpub, err := m.AccountXPub()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "master_seed: %s\nevm_xpub:    %s\n\nKeep master_seed secret and backed up: every receiver's private key derives from it.\nThe API needs only evm_xpub (receivers.evm_xpub or SETTLE_EVM_XPUB).\n", hex.EncodeToString(seed), xpub)
+	return nil
+}

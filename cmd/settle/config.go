@@ -1,0 +1,129 @@
+package main
+
+import (
+	"bytes"
+	_ "embed"
+	"fmt"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/settle-dev/settle/internal/chain"
+)
+
+// fileConfig is settle.yaml. Every field can be overridden by an environment
+// variable, listed next to it; the README's configuration reference mirrors
+// this struct.
+type fileConfig struct {
+	PostgresURL   string `yaml:"postgres_url"`   // SETTLE_POSTGRES_URL
+	ClickHouseURL string `yaml:"clickhouse_url"` // SETTLE_CLICKHOUSE_URL
+	LogFormat     string `yaml:"log_format"`     // SETTLE_LOG_FORMAT: json or text
+	LogLevel      string `yaml:"log_level"`      // SETTLE_LOG_LEVEL: debug, info, warn, error
+	API           struct {
+		Listen     string        `yaml:"listen"`      // SETTLE_API_LISTEN
+		SessionTTL time.Duration `yaml:"session_ttl"` // SETTLE_SESSION_TTL
+	} `yaml:"api"`
+	Reconciler struct {
+		MetricsListen string `yaml:"metrics_listen"` // SETTLE_RECONCILER_METRICS_LISTEN
+	} `yaml:"reconciler"`
+	Receivers struct {
+		// EVMXPub is the extended public key of m/44'/60'/0'/0: all the API
+		// needs to derive EVM receivers. It never holds a private key.
+		EVMXPub string `yaml:"evm_xpub"` // SETTLE_EVM_XPUB
+	} `yaml:"receivers"`
+	Chains []chainConfig `yaml:"chains"`
+}
+
+type chainConfig struct {
+	Name   string        `yaml:"name"`
+	ID     uint64        `yaml:"id"`
+	Family string        `yaml:"family"`
+	RPCURL string        `yaml:"rpc_url"`
+	Tokens []tokenConfig `yaml:"tokens"`
+}
+
+type tokenConfig struct {
+	Symbol   string `yaml:"symbol"`
+	Address  string `yaml:"address"`
+	Decimals uint8  `yaml:"decimals"`
+}
+
+//go:embed dev.yaml
+var devConfig []byte
+
+// loadConfig reads path (or the embedded dev config when path is empty and
+// dev is true), then applies environment overrides and defaults.
+func loadConfig(path string, dev bool) (*fileConfig, error) {
+	var raw []byte
+	switch {
+	case path != "":
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("reading config: %w", err)
+		}
+		raw = b
+	case dev:
+		raw = devConfig
+	default:
+		return nil, fmt.Errorf("no config file: pass -config or set SETTLE_CONFIG")
+	}
+	var cfg fileConfig
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true) // a typo in a key is an error, not a silent default
+	if err := dec.Decode(&cfg); err != nil {
+		return nil, fmt.Errorf("parsing config %s: %w", cmpOr(path, "(embedded dev config)"), err)
+	}
+	env := func(name string, dst *string) {
+		if v := os.Getenv(name); v != "" {
+			*dst = v
+		}
+	}
+	env("SETTLE_POSTGRES_URL", &cfg.PostgresURL)
+	env("SETTLE_CLICKHOUSE_URL", &cfg.ClickHouseURL)
+	env("SETTLE_LOG_FORMAT", &cfg.LogFormat)
+	env("SETTLE_LOG_LEVEL", &cfg.LogLevel)
+	env("SETTLE_API_LISTEN", &cfg.API.Listen)
+	env("SETTLE_RECONCILER_METRICS_LISTEN", &cfg.Reconciler.MetricsListen)
+	env("SETTLE_EVM_XPUB", &cfg.Receivers.EVMXPub)
+	if v := os.Getenv("SETTLE_SESSION_TTL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return nil, fmt.Errorf("SETTLE_SESSION_TTL: %w", err)
+		}
+		cfg.API.SessionTTL = d
+	}
+	cfg.API.Listen = cmpOr(cfg.API.Listen, "127.0.0.1:8080")
+	cfg.Reconciler.MetricsListen = cmpOr(cfg.Reconciler.MetricsListen, "127.0.0.1:9101")
+	if cfg.API.SessionTTL == 0 {
+		cfg.API.SessionTTL = time.Hour
+	}
+	if cfg.API.SessionTTL < time.Minute || cfg.API.SessionTTL > 7*24*time.Hour {
+		return nil, fmt.Errorf("api.session_ttl %s is out of range (1m to 168h)", cfg.API.SessionTTL)
+	}
+	return &cfg, nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// registry builds the chain registry from the config.
+func (c *fileConfig) registry() (*chain.Registry, error) {
+	chains := make([]chain.Chain, 0, len(c.Chains))
+	for _, cc := range c.Chains {
+		ch := chain.Chain{ID: cc.ID, Name: cc.Name, Family: chain.Family(cc.Family)}
+		for _, t := range cc.Tokens {
+			ch.Tokens = append(ch.Tokens, chain.Token{Symbol: t.Symbol, Address: t.Address, Decimals: t.Decimals})
+		}
+		chains = append(chains, ch)
+	}
+	r, err := chain.NewRegistry(chains)
+	if err != nil {
+		return nil, fmt.Errorf("config chains: %w", err)
+	}
+	return r, nil
+}

@@ -1,0 +1,245 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/settle-dev/settle/internal/hdwallet"
+	"github.com/settle-dev/settle/internal/store"
+	"github.com/settle-dev/settle/schema"
+)
+
+// cmdDev runs the whole system in one process against the local databases
+// (scripts/services.sh), with a persistent dev master seed and a demo
+// merchant whose key it prints with working curl commands.
+func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := commonFlags("dev", args, stderr, true, nil)
+	if err != nil {
+		return err
+	}
+	logger, err := newLogger(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	dir := cmpOr(os.Getenv("SETTLE_DEV_DIR"), filepath.Join(".local", "dev"))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating dev state dir: %w", err)
+	}
+	if err := ensureDatabases(ctx, cfg); err != nil {
+		return err
+	}
+	if cfg.Receivers.EVMXPub == "" {
+		if cfg.Receivers.EVMXPub, err = devXPub(dir); err != nil {
+			return err
+		}
+	}
+	pg, err := openPostgres(ctx, cfg.PostgresURL)
+	if err != nil {
+		return err
+	}
+	defer pg.Close()
+	ch, err := openClickHouse(ctx, cfg.ClickHouseURL)
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	if _, err := schema.Migrate(ctx, pg, ch, logger); err != nil {
+		return err
+	}
+	key, err := demoKey(ctx, store.New(pg), dir)
+	if err != nil {
+		return err
+	}
+
+	reg := newRegistry()
+	g, gctx := errgroup.WithContext(ctx)
+	addr, err := apiGroup(gctx, g, cfg, pg, ch, logger, reg)
+	if err != nil {
+		return err
+	}
+	expiryGroup(gctx, g, pg, logger, reg)
+	base := "http://" + addr.String()
+	if err := printBanner(gctx, stdout, base, key, cfg); err != nil {
+		logger.Warn("could not create the demo session for the banner", "err", err)
+	}
+	return g.Wait()
+}
+
+// ensureDatabases creates the dev databases named in the config's URLs.
+func ensureDatabases(ctx context.Context, cfg *fileConfig) error {
+	u, err := url.Parse(cfg.PostgresURL)
+	if err != nil {
+		return fmt.Errorf("parsing postgres_url: %w", err)
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	admin := *u
+	admin.Path = "/postgres"
+	conn, err := pgx.Connect(ctx, admin.String())
+	if err != nil {
+		return fmt.Errorf("connecting to postgres (is it running? `scripts/services.sh up`): %w", err)
+	}
+	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
+		return fmt.Errorf("checking dev database: %w", err)
+	}
+	if !exists {
+		if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+			return fmt.Errorf("creating dev database: %w", err)
+		}
+	}
+	cu, err := url.Parse(cfg.ClickHouseURL)
+	if err != nil {
+		return fmt.Errorf("parsing clickhouse_url: %w", err)
+	}
+	chName := strings.TrimPrefix(cu.Path, "/")
+	cu.Path = "/default"
+	ch, err := openClickHouse(ctx, cu.String())
+	if err != nil {
+		return fmt.Errorf("%w (is it running? `scripts/services.sh up`)", err)
+	}
+	defer ch.Close()
+	if err := ch.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+chName); err != nil {
+		return fmt.Errorf("creating clickhouse dev database: %w", err)
+	}
+	return nil
+}
+
+// devXPub loads (or creates) the dev master seed and returns its receiver
+// xpub. The seed stays on disk so receivers survive restarts of `make dev`.
+func devXPub(dir string) (string, error) {
+	path := filepath.Join(dir, "master-seed")
+	raw, err := os.ReadFile(path)
+	var seed []byte
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if seed, err = hdwallet.NewSeed(); err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(path, []byte(hex.EncodeToString(seed)+"\n"), 0o600); err != nil {
+			return "", fmt.Errorf("writing dev master seed: %w", err)
+		}
+	case err != nil:
+		return "", fmt.Errorf("reading dev master seed: %w", err)
+	default:
+		if seed, err = hex.DecodeString(strings.TrimSpace(string(raw))); err != nil {
+			return "", fmt.Errorf("dev master seed %s: %w", path, err)
+		}
+	}
+	m, err := hdwallet.MasterFromSeed(seed)
+	if err != nil {
+		return "", err
+	}
+	return m.AccountXPub()
+}
+
+// demoKey returns the demo merchant's API key, creating merchant and key on
+// first run. Only the hash is in Postgres, so the plaintext is kept in the
+// dev state dir for the next banner.
+func demoKey(ctx context.Context, st *store.Store, dir string) (string, error) {
+	path := filepath.Join(dir, "demo-api-key")
+	if raw, err := os.ReadFile(path); err == nil {
+		key := strings.TrimSpace(string(raw))
+		if _, err := st.MerchantByAPIKey(ctx, key); err == nil {
+			return key, nil
+		}
+	}
+	m, err := st.CreateMerchant(ctx, "Demo Merchant")
+	if err != nil {
+		return "", err
+	}
+	key, _, err := st.CreateAPIKey(ctx, m.ID)
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("saving demo key: %w", err)
+	}
+	return key, nil
+}
+
+// printBanner creates one demo session through the running API, so every
+// command it prints works exactly as printed.
+func printBanner(ctx context.Context, w io.Writer, base, key string, cfg *fileConfig) error {
+	var chainID uint64
+	var token string
+	for _, c := range cfg.Chains {
+		if c.Family == "evm" && len(c.Tokens) > 0 {
+			chainID, token = c.ID, c.Tokens[0].Address
+			break
+		}
+	}
+	create := fmt.Sprintf(`{"destination":{"type":"evm","address":"0x70997970c51812dc3a010c7d01b50e0d17dc79c8","chainId":%d,"tokenAddress":"%s","amountUnits":"10.00"},"display":{"title":"Deposit to Demo","verb":"Deposit"},"metadata":{"orderId":"demo-1"}}`, chainID, token)
+	var resp struct {
+		Session struct {
+			SessionID    string `json:"sessionId"`
+			ClientSecret string `json:"clientSecret"`
+		} `json:"session"`
+	}
+	err := demoRequest(ctx, base+"/v1/sessions", key, create, &resp)
+	fmt.Fprintf(w, `
+settle dev is running
+  API        %[1]s
+  metrics    %[1]s/metrics
+  health     %[1]s/healthz  %[1]s/readyz
+  postgres   %[2]s
+  clickhouse %[3]s
+
+Demo merchant API key (also in .local/dev/demo-api-key):
+  export SETTLE_KEY=%[4]s
+
+Create a session:
+  curl -s -X POST %[1]s/v1/sessions -H "Authorization: Bearer $SETTLE_KEY" -H 'Content-Type: application/json' \
+    -d '%[5]s'
+`, base, cfg.PostgresURL, cfg.ClickHouseURL, key, create)
+	if err != nil {
+		return err
+	}
+	id, secret := resp.Session.SessionID, resp.Session.ClientSecret
+	fmt.Fprintf(w, `
+A demo session was created for you: %[2]s
+Pick the EVM payment method (allocates its receiver address):
+  curl -s -X POST %[1]s/v1/sessions/%[2]s/paymentMethods -H 'Content-Type: application/json' \
+    -d '{"clientSecret":"%[3]s","paymentMethod":{"type":"evm"}}'
+Read it back with the API key (full view) and as the payer (public view):
+  curl -s %[1]s/v1/sessions/%[2]s -H "Authorization: Bearer $SETTLE_KEY"
+  curl -s '%[1]s/v1/sessions/%[2]s?clientSecret=%[3]s'
+
+`, base, id, secret)
+	return nil
+}
+
+func demoRequest(ctx context.Context, url, key, body string, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewBufferString(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("creating demo session: %s: %s", resp.Status, b)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}

@@ -1,0 +1,138 @@
+// Command settle runs settle's components: the HTTP API, the reconciler,
+// migrations, admin commands, and `settle dev`, the whole system on one
+// machine.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const usage = `settle: stablecoin deposit backend
+
+Usage:
+  settle migrate     [-config FILE]              apply Postgres and ClickHouse migrations
+  settle api         [-config FILE]              serve the HTTP API (and /metrics)
+  settle reconciler  [-config FILE]              run the reconciler (session expiry)
+  settle dev         [-config FILE]              run everything locally with a demo merchant
+  settle merchant create -name NAME [-config FILE]   create a merchant and its first API key
+  settle apikey create -merchant ID [-config FILE]   create another API key for a merchant
+  settle keys new                                generate a master seed and its receiver xpub
+  settle probe URL                               exit 0 if URL answers 2xx (container healthchecks)
+
+The config file may also come from SETTLE_CONFIG; environment variables
+override its fields (see README.md).
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(2)
+		}
+		fmt.Fprintln(os.Stderr, "settle:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return flag.ErrHelp
+	}
+	cmd, args := args[0], args[1:]
+	if (cmd == "merchant" || cmd == "apikey" || cmd == "keys") && len(args) > 0 {
+		cmd, args = cmd+" "+args[0], args[1:]
+	}
+	switch cmd {
+	case "migrate":
+		return cmdMigrate(ctx, args, stderr)
+	case "api":
+		return cmdAPI(ctx, args, stderr)
+	case "reconciler":
+		return cmdReconciler(ctx, args, stderr)
+	case "dev":
+		return cmdDev(ctx, args, stdout, stderr)
+	case "merchant create":
+		return cmdMerchantCreate(ctx, args, stdout, stderr)
+	case "apikey create":
+		return cmdAPIKeyCreate(ctx, args, stdout, stderr)
+	case "keys new":
+		return cmdKeysNew(stdout)
+	case "probe":
+		return cmdProbe(ctx, args)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", cmd)
+}
+
+// commonFlags parses -config and returns the loaded configuration.
+func commonFlags(name string, args []string, stderr io.Writer, dev bool, extra func(*flag.FlagSet)) (*fileConfig, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", os.Getenv("SETTLE_CONFIG"), "config file (YAML)")
+	if extra != nil {
+		extra(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("%s: unexpected arguments %q", name, fs.Args())
+	}
+	return loadConfig(*path, dev)
+}
+
+func newLogger(cfg *fileConfig, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if cfg.LogLevel != "" {
+		if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+			return nil, fmt.Errorf("log level: %w", err)
+		}
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch strings.ToLower(cfg.LogFormat) {
+	case "", "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want json or text", cfg.LogFormat)
+}
+
+// cmdProbe is a healthcheck for images without curl.
+func cmdProbe(ctx context.Context, args []string) error {
+	if len(args) != 1 {
+		return fmt.Errorf("probe: want exactly one URL")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, args[0], nil)
+	if err != nil {
+		return fmt.Errorf("probe: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("probe: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("probe: %s answered %s", args[0], resp.Status)
+	}
+	return nil
+}

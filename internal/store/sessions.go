@@ -1,0 +1,173 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/settle-dev/settle/internal/session"
+)
+
+// CreateSession inserts a new session (and its outbox row).
+func (s *Store) CreateSession(ctx context.Context, ss *session.Session, decimals uint8) error {
+	display, err := json.Marshal(ss.Display)
+	if err != nil {
+		return fmt.Errorf("encoding display: %w", err)
+	}
+	var metadata []byte
+	if ss.Metadata != nil {
+		if metadata, err = json.Marshal(ss.Metadata); err != nil {
+			return fmt.Errorf("encoding metadata: %w", err)
+		}
+	}
+	d := ss.Destination
+	var amountRaw *string
+	if d.AmountRaw != nil {
+		v := d.AmountRaw.String()
+		amountRaw = &v
+	}
+	const q = `INSERT INTO sessions (
+		id, merchant_id, status, dest_type, dest_address, dest_chain_id, dest_chain_name,
+		dest_token_address, dest_token_symbol, dest_token_decimals, dest_amount_units,
+		dest_amount_raw, dest_calldata, display, metadata, refund_address, client_secret,
+		created_at, expires_at
+	) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::numeric, $13, $14, $15, $16, $17, $18, $19)`
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, q,
+			ss.ID, ss.MerchantID, string(ss.Status), d.Type, d.Address, nullUint(d.ChainID), d.ChainName,
+			d.TokenAddress, d.TokenSymbol, int16(decimals), nullString(d.AmountUnits),
+			amountRaw, nullString(d.Calldata), display, metadata, nullString(ss.RefundAddress), ss.ClientSecret,
+			ss.CreatedAt, ss.ExpiresAt)
+		if err != nil {
+			return fmt.Errorf("inserting session: %w", err)
+		}
+		return outbox(ctx, tx, ss.MerchantID, "session.created", ss.ID, ss.Status)
+	})
+}
+
+// outbox records a change a merchant can observe, inside the change's
+// transaction.
+func outbox(ctx context.Context, tx pgx.Tx, merchantID, topic, sessionID string, status session.Status) error {
+	const q = `INSERT INTO outbox (merchant_id, topic, subject_id, payload)
+		VALUES ($1, $2, $3, jsonb_build_object('sessionId', $3::text, 'status', $4::text))`
+	if _, err := tx.Exec(ctx, q, merchantID, topic, sessionID, string(status)); err != nil {
+		return fmt.Errorf("writing outbox row %s: %w", topic, err)
+	}
+	return nil
+}
+
+func nullString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func nullUint(v uint64) *int64 {
+	if v == 0 {
+		return nil
+	}
+	i := int64(v)
+	return &i
+}
+
+const selectSession = `SELECT s.id, s.merchant_id, s.status, s.dest_type, s.dest_address,
+	s.dest_chain_id, s.dest_chain_name, s.dest_token_address, s.dest_token_symbol,
+	s.dest_amount_units, s.dest_amount_raw::text, s.dest_calldata, s.delivery_tx_hash,
+	s.delivery_received_units, s.display, s.metadata, s.refund_address, s.client_secret,
+	s.created_at, s.expires_at,
+	pm.type, pm.fiat_method, pm.created_at, pm.source, r.address
+FROM sessions s
+LEFT JOIN LATERAL (
+	SELECT * FROM payment_methods WHERE session_id = s.id ORDER BY id DESC LIMIT 1
+) pm ON true
+LEFT JOIN receivers r ON r.id = pm.receiver_id
+WHERE s.id = $1`
+
+// GetSession returns a session with its latest payment method.
+func (s *Store) GetSession(ctx context.Context, id string) (*session.Session, error) {
+	return getSession(ctx, s.pool, id)
+}
+
+func getSession(ctx context.Context, q querier, id string) (*session.Session, error) {
+	var (
+		ss                                       session.Session
+		status                                   string
+		chainID                                  *int64
+		amountUnits, amountRaw, calldata, refund *string
+		deliveryTx, deliveryUnits                *string
+		display, metadata, source                []byte
+		pmType, pmFiat, pmReceiver               *string
+		pmCreated                                *time.Time
+		d                                        = &ss.Destination
+	)
+	err := q.QueryRow(ctx, selectSession, id).Scan(
+		&ss.ID, &ss.MerchantID, &status, &d.Type, &d.Address,
+		&chainID, &d.ChainName, &d.TokenAddress, &d.TokenSymbol,
+		&amountUnits, &amountRaw, &calldata, &deliveryTx,
+		&deliveryUnits, &display, &metadata, &refund, &ss.ClientSecret,
+		&ss.CreatedAt, &ss.ExpiresAt,
+		&pmType, &pmFiat, &pmCreated, &source, &pmReceiver)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading session %s: %w", id, err)
+	}
+	ss.Status = session.Status(status)
+	if chainID != nil {
+		d.ChainID = uint64(*chainID)
+	}
+	d.AmountUnits = deref(amountUnits)
+	if amountRaw != nil {
+		v, ok := new(big.Int).SetString(*amountRaw, 10)
+		if !ok {
+			return nil, fmt.Errorf("session %s: stored amount %q is not an integer", id, *amountRaw)
+		}
+		d.AmountRaw = v
+	}
+	d.Calldata = deref(calldata)
+	if deliveryTx != nil {
+		d.Delivery = &session.Delivery{TxHash: *deliveryTx, ReceivedUnits: deref(deliveryUnits)}
+	}
+	if err := json.Unmarshal(display, &ss.Display); err != nil {
+		return nil, fmt.Errorf("session %s: decoding display: %w", id, err)
+	}
+	if metadata != nil {
+		if err := json.Unmarshal(metadata, &ss.Metadata); err != nil {
+			return nil, fmt.Errorf("session %s: decoding metadata: %w", id, err)
+		}
+	}
+	ss.RefundAddress = deref(refund)
+	if pmType != nil {
+		pm := &session.PaymentMethod{Type: *pmType, FiatMethod: deref(pmFiat), ReceiverAddress: deref(pmReceiver)}
+		if pmCreated != nil {
+			pm.CreatedAt = *pmCreated
+		}
+		if source != nil {
+			pm.Source = new(session.Source)
+			if err := json.Unmarshal(source, pm.Source); err != nil {
+				return nil, fmt.Errorf("session %s: decoding source: %w", id, err)
+			}
+		}
+		ss.PaymentMethod = pm
+	}
+	return &ss, nil
+}
+
+// querier is what both a pool and a transaction offer.
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

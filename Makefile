@@ -11,7 +11,7 @@ SERVICES := scripts/services.sh
 WITH_SERVICES := eval "$$($(SERVICES) env)" &&
 FUZZTIME ?= 10s
 
-.PHONY: all build dev test test-go fuzz lint fmt services services-down clean
+.PHONY: all build dev test test-go fuzz bench bench-api lint fmt services services-down clean
 
 all: build
 
@@ -36,6 +36,12 @@ test-go:
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParseUnits$$' -fuzztime=$(FUZZTIME) ./internal/chain
 	$(GO) test -run='^$$' -fuzz='^FuzzParseEVMAddress$$' -fuzztime=$(FUZZTIME) ./internal/chain
+
+## bench: every benchmark; figures are printed, nothing fails on timing
+bench: bench-api
+
+bench-api: services
+	$(WITH_SERVICES) $(GO) test -run='^$$' -bench=BenchmarkSessionsAPI -benchtime=5s ./api
 
 lint:
 	$(GO) vet ./...

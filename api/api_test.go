@@ -39,7 +39,7 @@ const (
 )
 
 type bundle struct {
-	t      *testing.T
+	t      testing.TB
 	url    string
 	key    string // merchant A
 	keyB   string // merchant B
@@ -69,7 +69,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func setup(t *testing.T) *bundle {
+func setup(t testing.TB) *bundle {
 	t.Helper()
 	b := &bundle{t: t, db: dbtest.Migrated(t), logs: &syncBuffer{}, reg: prometheus.NewRegistry()}
 	b.now.Store(time.Unix(1_700_000_000, 0).UnixNano())
@@ -108,6 +108,9 @@ func setup(t *testing.T) *bundle {
 		t.Fatal(err)
 	}
 	logger := slog.New(slog.NewJSONHandler(b.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if _, bench := t.(*testing.B); bench {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	b.mirror = mirror.New(mirror.Config{Store: b.store, ClickHouse: b.db.CH, Logger: logger})
 	srv, err := api.New(api.Config{
 		Chains:       chains,

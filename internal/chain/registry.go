@@ -91,15 +91,17 @@ func NewRegistry(chains []Chain) (*Registry, error) {
 		tokens := make([]Token, 0, len(c.Tokens))
 		seen := map[string]bool{}
 		for _, t := range c.Tokens {
-			t.Address = c.canonical(t.Address)
 			if t.Symbol == "" || t.Address == "" {
 				return nil, fmt.Errorf("chain %q: token needs a symbol and an address", c.Name)
 			}
+			// Check the address as written, so a mistyped checksum in the
+			// config is caught before it is lowercased away.
 			if c.Family == FamilyEVM {
 				if _, err := ParseEVMAddress(t.Address); err != nil {
 					return nil, fmt.Errorf("chain %q: token %s: %w", c.Name, t.Symbol, err)
 				}
 			}
+			t.Address = c.canonical(t.Address)
 			if t.Decimals > 36 {
 				return nil, fmt.Errorf("chain %q: token %s: %d decimals is out of range", c.Name, t.Symbol, t.Decimals)
 			}

@@ -1,0 +1,168 @@
+package evm
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"strings"
+	"testing"
+)
+
+func word(v *big.Int) string { return fmt.Sprintf("0x%064x", v) }
+
+func TestUint256Decimal(t *testing.T) {
+	pow := func(b, e int64) *big.Int { return new(big.Int).Exp(big.NewInt(b), big.NewInt(e), nil) }
+	sub1 := func(v *big.Int) *big.Int { return new(big.Int).Sub(v, big.NewInt(1)) }
+	for _, v := range []*big.Int{
+		big.NewInt(0), big.NewInt(1), big.NewInt(10_500_000), sub1(pow(2, 64)), pow(2, 64),
+		pow(10, 19), sub1(pow(10, 19)), sub1(pow(10, 38)), pow(10, 38), pow(10, 57), sub1(pow(2, 256)),
+	} {
+		got, err := uint256Decimal(word(v))
+		if err != nil || got != v.String() {
+			t.Errorf("uint256Decimal(%s) = %q, %v", v, got, err)
+		}
+	}
+	for _, bad := range []string{"", "0x", "0x1", "0x" + strings.Repeat("g", 64), strings.Repeat("0", 66), "0x" + strings.Repeat("0", 65)} {
+		if _, err := uint256Decimal(bad); err == nil {
+			t.Errorf("uint256Decimal(%q) accepted", bad)
+		}
+	}
+}
+
+func FuzzUint256Decimal(f *testing.F) {
+	f.Add([]byte{1})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) > 32 {
+			b = b[:32]
+		}
+		v := new(big.Int).SetBytes(b)
+		got, err := uint256Decimal(word(v))
+		if err != nil || got != v.String() {
+			t.Fatalf("uint256Decimal(%s) = %q, %v", v, got, err)
+		}
+	})
+}
+
+// refLog is the encoding/json reading of a log, the reference the lean
+// decoder is checked against.
+type refLog struct {
+	Address     string   `json:"address"`
+	Topics      []string `json:"topics"`
+	Data        string   `json:"data"`
+	BlockNumber string   `json:"blockNumber"`
+	BlockHash   string   `json:"blockHash"`
+	TxHash      string   `json:"transactionHash"`
+	LogIndex    string   `json:"logIndex"`
+	Removed     bool     `json:"removed"`
+}
+
+func sameAsReference(t *testing.T, body string, got []rawLog) {
+	t.Helper()
+	var env struct {
+		Result []refLog `json:"result"`
+	}
+	if err := json.Unmarshal([]byte(body), &env); err != nil {
+		return // not JSON encoding/json accepts: nothing to compare
+	}
+	if len(env.Result) != len(got) {
+		t.Fatalf("decoded %d logs, encoding/json %d", len(got), len(env.Result))
+	}
+	for i, r := range env.Result {
+		g := got[i]
+		topics := g.Topics[:min(g.NTopics, 4)]
+		if g.Address != r.Address || g.Data != r.Data || g.BlockHash != r.BlockHash || g.TxHash != r.TxHash ||
+			g.Removed != r.Removed || g.NTopics != len(r.Topics) || strings.Join(topics, ",") != strings.Join(r.Topics[:len(topics)], ",") ||
+			fmt.Sprintf("%#x", g.BlockNumber) != r.BlockNumber || fmt.Sprintf("%#x", g.LogIndex) != r.LogIndex {
+			t.Fatalf("log %d: got %+v, encoding/json %+v", i, g, r)
+		}
+	}
+}
+
+const sampleLog = `{"address":"0x5fbdb2315678afecb367f032d93f642f64180aa3","topics":["0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef","0x000000000000000000000000f39fd6e51aad88f6f4ce6ab8827279cfffb92266","0x00000000000000000000000070997970c51812dc3a010c7d01b50e0d17dc79c8"],"data":"0x0000000000000000000000000000000000000000000000000000000000989680","blockHash":"0x0a7a1fbc6c7a2bd8b5e5e3a4e8b4e9e1d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2","blockNumber":"0x2","blockTimestamp":"0x6553f100","transactionHash":"0x1f2e3d4c5b6a79881f2e3d4c5b6a79881f2e3d4c5b6a79881f2e3d4c5b6a7988","transactionIndex":"0x0","logIndex":"0x0","removed":false}`
+
+func TestDecodeLogsResponse(t *testing.T) {
+	tests := []struct {
+		name    string
+		body    string
+		n       int
+		wantErr string
+	}{
+		{"one log", `{"jsonrpc":"2.0","id":1,"result":[` + sampleLog + `]}`, 1, ""},
+		{"result first", `{"result":[` + sampleLog + `,` + sampleLog + `],"id":1,"jsonrpc":"2.0"}`, 2, ""},
+		{"pretty printed", "{\n  \"jsonrpc\": \"2.0\",\n  \"id\": 1,\n  \"result\": [\n    " + strings.ReplaceAll(sampleLog, `":`, `" : `) + "\n  ]\n}\n", 1, ""},
+		{"empty", `{"jsonrpc":"2.0","id":1,"result":[]}`, 0, ""},
+		{"unknown fields with escapes", `{"jsonrpc":"2.0","id":1,"extra":{"a":["x\"]}",1,true,null]},"result":[` + strings.Replace(sampleLog, `"removed":false`, `"removed":false,"note":"say \"hi\" \\ ]}"`, 1) + `]}`, 1, ""},
+		{"error", `{"jsonrpc":"2.0","id":1,"error":{"code":-32005,"message":"query returned more than 10000 results"}}`, 0, "more than 10000 results"},
+		{"null result", `{"jsonrpc":"2.0","id":1,"result":null}`, 0, "neither result nor error"},
+		{"missing field", `{"jsonrpc":"2.0","id":1,"result":[` + strings.Replace(sampleLog, `"logIndex":"0x0",`, ``, 1) + `]}`, 0, "lacks a required field"},
+		{"truncated", `{"jsonrpc":"2.0","id":1,"result":[` + sampleLog[:200], 0, "decoding logs"},
+		{"bad quantity", `{"jsonrpc":"2.0","id":1,"result":[` + strings.Replace(sampleLog, `"blockNumber":"0x2"`, `"blockNumber":"2"`, 1) + `]}`, 0, "bad hex quantity"},
+		{"not an object", `[]`, 0, "expected"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := decodeLogsResponse(tt.body, nil)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || len(got) != tt.n {
+				t.Fatalf("got %d logs, %v; want %d", len(got), err, tt.n)
+			}
+			sameAsReference(t, tt.body, got)
+		})
+	}
+}
+
+func FuzzDecodeLogsResponse(f *testing.F) {
+	f.Add(`{"jsonrpc":"2.0","id":1,"result":[` + sampleLog + `]}`)
+	f.Add(`{"jsonrpc":"2.0","id":1,"result":[]}`)
+	f.Add(`{"jsonrpc":"2.0","id":1,"error":{"code":-1,"message":"x"}}`)
+	f.Fuzz(func(t *testing.T, body string) {
+		got, err := decodeLogsResponse(body, nil)
+		if err != nil {
+			return
+		}
+		sameAsReference(t, body, got)
+		for i := range got {
+			// Whatever decodes must be safe to turn into a transfer.
+			_, _, _ = transfer(&got[i], 0)
+		}
+	})
+}
+
+func TestTransferFilter(t *testing.T) {
+	body := `{"result":[` + sampleLog + `]}`
+	logs, err := decodeLogsResponse(body, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, ok, err := transfer(&logs[0], 1700000000)
+	if err != nil || !ok {
+		t.Fatalf("transfer: %v %v", ok, err)
+	}
+	if tr.From != "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266" || tr.To != "0x70997970c51812dc3a010c7d01b50e0d17dc79c8" ||
+		tr.Amount != "10000000" || tr.Token != "0x5fbdb2315678afecb367f032d93f642f64180aa3" || tr.BlockNumber != 2 || tr.BlockTime != 1700000000 {
+		t.Errorf("transfer = %+v", tr)
+	}
+	// ERC-721: the same topic0 with the id as a fourth topic and no data.
+	nft := logs[0]
+	nft.Topics[3], nft.NTopics, nft.Data = nft.Topics[2], 4, "0x"
+	if _, ok, _ := transfer(&nft, 0); ok {
+		t.Error("an ERC-721 transfer was counted as ERC-20")
+	}
+	short := logs[0]
+	short.Data = "0x00"
+	if _, ok, _ := transfer(&short, 0); ok {
+		t.Error("a transfer with 1-byte data was counted")
+	}
+	upper := logs[0]
+	upper.Address = strings.ToUpper(upper.Address[2:])
+	upper.Address = "0x" + upper.Address
+	if tr, ok, err := transfer(&upper, 0); !ok || err != nil || tr.Token != logs[0].Address {
+		t.Errorf("uppercase address not normalised: %+v %v", tr, err)
+	}
+}

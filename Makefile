@@ -11,19 +11,34 @@ SERVICES := scripts/services.sh
 WITH_SERVICES := eval "$$($(SERVICES) env)" &&
 FUZZTIME ?= 10s
 
-.PHONY: all build dev test test-go fuzz bench bench-api lint fmt services services-down clean
+.PHONY: all build dev dev-clean test test-go fuzz bench bench-api bench-indexer contracts lint fmt services services-down clean
 
 all: build
 
 build:
 	$(GO) build -o bin/settle ./cmd/settle
 
-## dev: databases, migrations, the API and the reconciler, a demo merchant key
-dev: build services
+## dev: databases, local chains, migrations, API, indexers, reconciler, a demo merchant key
+dev: build services node_modules
 	./bin/settle dev
 
+## dev-clean: forget the dev chains, databases and demo key (the next `make dev` starts afresh)
+dev-clean:
+	rm -rf .local/dev
+	-$(WITH_SERVICES) psql "$$SETTLE_POSTGRES_URL" -qc 'DROP DATABASE IF EXISTS settle_dev WITH (FORCE)'
+	-clickhouse-client --port $${SETTLE_CH_PORT:-19000} -q 'DROP DATABASE IF EXISTS settle_dev'
+
+## node_modules: anvil and solc-js from npm, exactly as package-lock.json pins them
+node_modules: package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund
+	@touch node_modules
+
+## contracts: recompile contracts/*.sol into internal/anvil/contracts (committed)
+contracts: node_modules
+	scripts/compile-contracts.sh
+
 ## test: start the local databases, vet, then every test with the race detector, then short fuzz runs
-test: services
+test: services node_modules
 	$(MAKE) --no-print-directory test-go fuzz
 
 test-go:
@@ -36,12 +51,18 @@ test-go:
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParseUnits$$' -fuzztime=$(FUZZTIME) ./internal/chain
 	$(GO) test -run='^$$' -fuzz='^FuzzParseEVMAddress$$' -fuzztime=$(FUZZTIME) ./internal/chain
+	$(GO) test -run='^$$' -fuzz='^FuzzDecodeLogsResponse$$' -fuzztime=$(FUZZTIME) ./indexer/evm
+	$(GO) test -run='^$$' -fuzz='^FuzzUint256Decimal$$' -fuzztime=$(FUZZTIME) ./indexer/evm
 
 ## bench: every benchmark; figures are printed, nothing fails on timing
-bench: bench-api
+bench: bench-api bench-indexer
 
 bench-api: services
 	$(WITH_SERVICES) $(GO) test -run='^$$' -bench=BenchmarkSessionsAPI -benchtime=5s ./api
+
+## bench-indexer: the peer-baseline history (300,001 transfers) on anvil; see indexer/evm/bench_test.go
+bench-indexer: services node_modules
+	$(WITH_SERVICES) $(GO) test -run='^$$' -bench=BenchmarkBackfill -benchtime=1x -timeout=60m ./indexer/evm
 
 lint:
 	$(GO) vet ./...
@@ -59,4 +80,4 @@ services-down:
 	$(SERVICES) down
 
 clean:
-	rm -rf bin
+	rm -rf bin node_modules

@@ -25,11 +25,14 @@ type chSink struct {
 const insertTransfers = `INSERT INTO transfers (chain_id, block_number, block_hash, block_time, tx_hash, log_index,
 	token, from_address, to_address, amount_raw, amount_overflow, deleted, version)`
 
-func (s *chSink) writeTransfers(ctx context.Context, ts []Transfer, deleted uint8, version uint64) error {
-	if len(ts) == 0 {
+func (s *chSink) writeTransfers(ctx context.Context, parts [][]Transfer, deleted uint8, version uint64) error {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	if n == 0 {
 		return nil
 	}
-	n := len(ts)
 	var (
 		chain    = make([]uint64, n)
 		number   = make([]uint64, n)
@@ -45,13 +48,17 @@ func (s *chSink) writeTransfers(ctx context.Context, ts []Transfer, deleted uint
 		del      = make([]uint8, n)
 		ver      = make([]uint64, n)
 	)
-	for i := range ts {
-		t := &ts[i]
-		chain[i], number[i], hash[i], btime[i] = s.chainID, t.BlockNumber, t.BlockHash, int64(t.BlockTime)
-		tx[i], logIndex[i], token[i], from[i], to[i] = t.TxHash, t.LogIndex, t.Token, t.From, t.To
-		raw[i], del[i], ver[i] = t.Amount, deleted, version
-		if len(t.Amount) > maxDecimal38Digits {
-			overflow[i] = 1
+	i := 0
+	for _, ts := range parts {
+		for j := range ts {
+			t := &ts[j]
+			chain[i], number[i], hash[i], btime[i] = s.chainID, t.BlockNumber, t.BlockHash, int64(t.BlockTime)
+			tx[i], logIndex[i], token[i], from[i], to[i] = t.TxHash, t.LogIndex, t.Token, t.From, t.To
+			raw[i], del[i], ver[i] = t.Amount, deleted, version
+			if len(t.Amount) > maxDecimal38Digits {
+				overflow[i] = 1
+			}
+			i++
 		}
 	}
 	return s.insert(ctx, "transfers", insertTransfers, n,
@@ -96,15 +103,17 @@ func (s *chSink) insert(ctx context.Context, table, query string, rows int, colu
 
 // write stores one batch: transfers first, then blocks. The blocks table is
 // what says a block was indexed, so it goes last.
-func (s *chSink) write(ctx context.Context, r *Range, version uint64) error {
-	counts := make(map[uint64]uint32, len(r.Blocks))
-	for i := range r.Transfers {
-		counts[r.Transfers[i].BlockNumber]++
+func (s *chSink) write(ctx context.Context, b *batch, version uint64) error {
+	counts := make(map[uint64]uint32, len(b.blocks))
+	for _, ts := range b.transfers {
+		for i := range ts {
+			counts[ts[i].BlockNumber]++
+		}
 	}
-	if err := s.writeTransfers(ctx, r.Transfers, 0, version); err != nil {
+	if err := s.writeTransfers(ctx, b.transfers, 0, version); err != nil {
 		return err
 	}
-	return s.writeBlocks(ctx, r.Blocks, counts, 0, version)
+	return s.writeBlocks(ctx, b.blocks, counts, 0, version)
 }
 
 // tombstone marks every live row of the orphaned blocks deleted: it reads
@@ -141,7 +150,7 @@ func (s *chSink) tombstone(ctx context.Context, orphans []Block, version uint64)
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("reading orphaned transfers: %w", err)
 	}
-	if err := s.writeTransfers(ctx, ts, 1, version); err != nil {
+	if err := s.writeTransfers(ctx, [][]Transfer{ts}, 1, version); err != nil {
 		return err
 	}
 	const qb = `SELECT number, hash, parent_hash, toUInt32(time) FROM blocks FINAL

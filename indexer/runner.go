@@ -27,12 +27,12 @@ type Config struct {
 	// MaxReorgDepth bounds how far back a reorg may reach; a deeper one
 	// stops the indexer (ErrReorgTooDeep). Default 64.
 	MaxReorgDepth uint64
-	// RangeBlocks is the number of blocks per fetch; default 50.
+	// RangeBlocks is the number of blocks per fetch; default 20.
 	RangeBlocks uint64
-	// Workers is the number of fetches in flight; default 2.
+	// Workers is the number of fetches in flight; default 3.
 	Workers int
 	// BatchRows flushes to ClickHouse once this many transfers are
-	// pending; default 100,000. A batch is also flushed when it reaches the
+	// pending; default 50,000. A batch is also flushed when it reaches the
 	// head or after FlushInterval (default 1s).
 	BatchRows     int
 	FlushInterval time.Duration
@@ -61,9 +61,9 @@ func New(cfg Config) (*Runner, error) {
 		return nil, errors.New("indexer: ChainID, ChainName, Source, Postgres and ClickHouse are required")
 	}
 	cfg.MaxReorgDepth = cmp.Or(cfg.MaxReorgDepth, 64)
-	cfg.RangeBlocks = cmp.Or(cfg.RangeBlocks, 50)
-	cfg.Workers = cmp.Or(cfg.Workers, 2)
-	cfg.BatchRows = cmp.Or(cfg.BatchRows, 100_000)
+	cfg.RangeBlocks = cmp.Or(cfg.RangeBlocks, 20)
+	cfg.Workers = cmp.Or(cfg.Workers, 3)
+	cfg.BatchRows = cmp.Or(cfg.BatchRows, 50_000)
 	cfg.FlushInterval = cmp.Or(cfg.FlushInterval, time.Second)
 	cfg.PollInterval = cmp.Or(cfg.PollInterval, time.Second)
 	cfg.ProgressInterval = cmp.Or(cfg.ProgressInterval, 10*time.Second)
@@ -311,13 +311,31 @@ func (r *Runner) fetch(ctx context.Context, j *job) *Range {
 	}
 }
 
+// batch is what one flush writes: blocks in order and the transfers of each
+// fetched range.
+type batch struct {
+	blocks    []Block
+	transfers [][]Transfer
+	rows      int
+}
+
+func (b *batch) add(rg *Range) {
+	b.blocks = append(b.blocks, rg.Blocks...)
+	if len(rg.Transfers) > 0 {
+		b.transfers = append(b.transfers, rg.Transfers)
+		b.rows += len(rg.Transfers)
+	}
+}
+
 // writer checks, batches and writes ranges in order.
 type writer struct {
 	r        *Runner
 	prevHash string
 	next     uint64
-	pending  Range
-	since    time.Time
+	// The pending batch keeps each range's transfers as fetched: copying
+	// them into one slice would move every row once more for nothing.
+	pending batch
+	since   time.Time
 	// progress accounting
 	lastLog        time.Time
 	loggedNumber   uint64
@@ -336,12 +354,11 @@ func (w *writer) add(ctx context.Context, rg *Range, atHead bool) error {
 		w.prevHash = b.Hash
 		w.next++
 	}
-	if len(w.pending.Blocks) == 0 {
+	if len(w.pending.blocks) == 0 {
 		w.since = time.Now()
 	}
-	w.pending.Blocks = append(w.pending.Blocks, rg.Blocks...)
-	w.pending.Transfers = append(w.pending.Transfers, rg.Transfers...)
-	if atHead || len(w.pending.Transfers) >= w.r.cfg.BatchRows || time.Since(w.since) >= w.r.cfg.FlushInterval {
+	w.pending.add(rg)
+	if atHead || w.pending.rows >= w.r.cfg.BatchRows || time.Since(w.since) >= w.r.cfg.FlushInterval {
 		return w.flush(ctx)
 	}
 	return nil
@@ -350,7 +367,7 @@ func (w *writer) add(ctx context.Context, rg *Range, atHead bool) error {
 // flush writes the pending batch to ClickHouse and only then moves the
 // cursor.
 func (w *writer) flush(ctx context.Context) error {
-	if len(w.pending.Blocks) == 0 {
+	if len(w.pending.blocks) == 0 {
 		return nil
 	}
 	r := w.r
@@ -361,19 +378,18 @@ func (w *writer) flush(ctx context.Context) error {
 	if err := r.sink.write(ctx, &w.pending, version); err != nil {
 		return err
 	}
-	if err := r.store.advance(ctx, w.pending.Blocks, r.cfg.MaxReorgDepth+1); err != nil {
+	if err := r.store.advance(ctx, w.pending.blocks, r.cfg.MaxReorgDepth+1); err != nil {
 		return err
 	}
-	last := w.pending.Blocks[len(w.pending.Blocks)-1]
-	r.metrics.blocks.Add(float64(len(w.pending.Blocks)))
-	r.metrics.transfers.Add(float64(len(w.pending.Transfers)))
+	last := w.pending.blocks[len(w.pending.blocks)-1]
+	r.metrics.blocks.Add(float64(len(w.pending.blocks)))
+	r.metrics.transfers.Add(float64(w.pending.rows))
 	r.metrics.indexedHead.Set(float64(last.Number))
 	r.metrics.lagSeconds.Set(time.Since(time.Unix(int64(last.Time), 0)).Seconds())
-	w.doneTransfers += uint64(len(w.pending.Transfers))
+	w.doneTransfers += uint64(w.pending.rows)
 	// The chain head gauge is set by the planner; lag is their difference.
 	r.metrics.lagBlocks.Set(max(0, gaugeValue(r.metrics.chainHead)-float64(last.Number)))
-	w.pending.Blocks = w.pending.Blocks[:0]
-	w.pending.Transfers = nil
+	w.pending = batch{blocks: w.pending.blocks[:0]}
 	return nil
 }
 
@@ -381,7 +397,8 @@ func (w *writer) logProgress(ctx context.Context) {
 	now := time.Now()
 	indexed := w.next - 1
 	head := uint64(gaugeValue(w.r.metrics.chainHead))
-	if !w.lastLog.IsZero() && head > indexed {
+	// Following the head is not a backfill: stay quiet within a range.
+	if !w.lastLog.IsZero() && head > indexed+w.r.cfg.RangeBlocks {
 		secs := now.Sub(w.lastLog).Seconds()
 		blockRate := float64(indexed-w.loggedNumber) / secs
 		eta := time.Duration(0)

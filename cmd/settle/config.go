@@ -5,6 +5,8 @@ import (
 	_ "embed"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -32,15 +34,30 @@ type fileConfig struct {
 		// needs to derive EVM receivers. It never holds a private key.
 		EVMXPub string `yaml:"evm_xpub"` // SETTLE_EVM_XPUB
 	} `yaml:"receivers"`
+	Indexer struct {
+		MetricsListen string `yaml:"metrics_listen"` // SETTLE_INDEXER_METRICS_LISTEN
+	} `yaml:"indexer"`
 	Chains []chainConfig `yaml:"chains"`
+	// Dev configures `settle dev` only.
+	Dev struct {
+		// Anvil starts a local anvil for every EVM chain whose rpc_url is
+		// on loopback, and deploys the test tokens listed for it.
+		Anvil bool `yaml:"anvil"`
+	} `yaml:"dev"`
 }
 
 type chainConfig struct {
 	Name   string        `yaml:"name"`
 	ID     uint64        `yaml:"id"`
 	Family string        `yaml:"family"`
-	RPCURL string        `yaml:"rpc_url"`
+	RPCURL string        `yaml:"rpc_url"` // SETTLE_CHAIN_<ID>_RPC_URL
 	Tokens []tokenConfig `yaml:"tokens"`
+	// Indexer settings; zero values take the indexer's defaults.
+	StartBlock    uint64        `yaml:"start_block"`
+	MaxReorgDepth uint64        `yaml:"max_reorg_depth"`
+	RangeBlocks   uint64        `yaml:"range_blocks"`
+	Workers       int           `yaml:"workers"`
+	PollInterval  time.Duration `yaml:"poll_interval"`
 }
 
 type tokenConfig struct {
@@ -86,6 +103,10 @@ func loadConfig(path string, dev bool) (*fileConfig, error) {
 	env("SETTLE_API_LISTEN", &cfg.API.Listen)
 	env("SETTLE_RECONCILER_METRICS_LISTEN", &cfg.Reconciler.MetricsListen)
 	env("SETTLE_EVM_XPUB", &cfg.Receivers.EVMXPub)
+	env("SETTLE_INDEXER_METRICS_LISTEN", &cfg.Indexer.MetricsListen)
+	for i := range cfg.Chains {
+		env(fmt.Sprintf("SETTLE_CHAIN_%d_RPC_URL", cfg.Chains[i].ID), &cfg.Chains[i].RPCURL)
+	}
 	if v := os.Getenv("SETTLE_SESSION_TTL"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
@@ -95,6 +116,7 @@ func loadConfig(path string, dev bool) (*fileConfig, error) {
 	}
 	cfg.API.Listen = cmpOr(cfg.API.Listen, "127.0.0.1:8080")
 	cfg.Reconciler.MetricsListen = cmpOr(cfg.Reconciler.MetricsListen, "127.0.0.1:9101")
+	cfg.Indexer.MetricsListen = cmpOr(cfg.Indexer.MetricsListen, "127.0.0.1:9102")
 	if cfg.API.SessionTTL == 0 {
 		cfg.API.SessionTTL = time.Hour
 	}
@@ -126,4 +148,16 @@ func (c *fileConfig) registry() (*chain.Registry, error) {
 		return nil, fmt.Errorf("config chains: %w", err)
 	}
 	return r, nil
+}
+
+// chain returns the configured chain with a name (case-insensitive) or a
+// numeric id.
+func (c *fileConfig) chain(nameOrID string) (*chainConfig, error) {
+	for i := range c.Chains {
+		cc := &c.Chains[i]
+		if strings.EqualFold(cc.Name, nameOrID) || strconv.FormatUint(cc.ID, 10) == nameOrID {
+			return cc, nil
+		}
+	}
+	return nil, fmt.Errorf("no chain %q in the config", nameOrID)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/settle-dev/settle/internal/anvil"
 	"github.com/settle-dev/settle/internal/hdwallet"
 	"github.com/settle-dev/settle/internal/store"
 	"github.com/settle-dev/settle/schema"
@@ -65,6 +66,18 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 
+	if cfg.Dev.Anvil {
+		nodes, err := startDevChains(ctx, cfg, dir, logger)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			for _, n := range nodes {
+				_ = n.Close()
+			}
+		}()
+	}
+
 	reg := newRegistry()
 	g, gctx := errgroup.WithContext(ctx)
 	addr, err := apiGroup(gctx, g, cfg, pg, ch, logger, reg)
@@ -72,6 +85,13 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	expiryGroup(gctx, g, pg, logger, reg)
+	for i := range cfg.Chains {
+		if cc := &cfg.Chains[i]; cc.Family == "evm" && cc.RPCURL != "" {
+			if err := indexerGroup(gctx, g, cc, pg, ch, logger, reg); err != nil {
+				return err
+			}
+		}
+	}
 	base := "http://" + addr.String()
 	if err := printBanner(gctx, stdout, base, key, cfg); err != nil {
 		logger.Warn("could not create the demo session for the banner", "err", err)
@@ -202,10 +222,15 @@ settle dev is running
 Demo merchant API key (also in .local/dev/demo-api-key):
   export SETTLE_KEY=%[4]s
 
+Dev chains (anvil, 1s blocks; payer %[6]s holds test USDC):
+%[7]s
+Every token transfer they index, in ClickHouse:
+  clickhouse-client --port 19000 -q "SELECT chain_id, block_number, token, from_address, to_address, amount_raw FROM %[8]s.transfers FINAL WHERE deleted = 0 ORDER BY block_number DESC LIMIT 10"
+
 Create a session:
   curl -s -X POST %[1]s/v1/sessions -H "Authorization: Bearer $SETTLE_KEY" -H 'Content-Type: application/json' \
     -d '%[5]s'
-`, base, cfg.PostgresURL, cfg.ClickHouseURL, key, create)
+`, base, cfg.PostgresURL, cfg.ClickHouseURL, key, create, anvil.DevAddress(devPayer).Hex(), chainLines(cfg), chDatabase(cfg))
 	if err != nil {
 		return err
 	}
@@ -242,4 +267,20 @@ func demoRequest(ctx context.Context, url, key, body string, out any) error {
 		return fmt.Errorf("creating demo session: %s: %s", resp.Status, b)
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+func chainLines(cfg *fileConfig) string {
+	var b strings.Builder
+	for _, c := range cfg.Chains {
+		fmt.Fprintf(&b, "  %-12s id %-6d %s\n", c.Name, c.ID, c.RPCURL)
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+func chDatabase(cfg *fileConfig) string {
+	u, err := url.Parse(cfg.ClickHouseURL)
+	if err != nil {
+		return "default"
+	}
+	return cmpOr(strings.TrimPrefix(u.Path, "/"), "default")
 }

@@ -24,6 +24,7 @@ Usage:
   settle migrate     [-config FILE]              apply Postgres and ClickHouse migrations
   settle api         [-config FILE]              serve the HTTP API (and /metrics)
   settle reconciler  [-config FILE]              run the reconciler (session expiry)
+  settle indexer -chain NAME [-config FILE]      index one chain's token transfers into ClickHouse
   settle dev         [-config FILE]              run everything locally with a demo merchant
   settle merchant create -name NAME [-config FILE]   create a merchant and its first API key
   settle apikey create -merchant ID [-config FILE]   create another API key for a merchant
@@ -63,6 +64,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdAPI(ctx, args, stderr)
 	case "reconciler":
 		return cmdReconciler(ctx, args, stderr)
+	case "indexer":
+		return cmdIndexer(ctx, args, stderr)
 	case "dev":
 		return cmdDev(ctx, args, stdout, stderr)
 	case "merchant create":

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/bits"
 	"strconv"
+	"strings"
 )
 
 // TransferTopic is keccak256("Transfer(address,address,uint256)"), shared by
@@ -134,19 +135,17 @@ func (p *scanner) str() (string, error) {
 	if err := p.expect('"'); err != nil {
 		return "", err
 	}
-	start := p.i
-	for p.i < len(p.s) {
-		switch p.s[p.i] {
-		case '"':
-			v := p.s[start:p.i]
-			p.i++
-			return v, nil
-		case '\\':
-			return "", p.errf("unexpected escape in string")
-		}
-		p.i++
+	// IndexByte is vectorised; hex strings are long enough for it to pay.
+	end := strings.IndexByte(p.s[p.i:], '"')
+	if end < 0 {
+		return "", p.errf("unterminated string")
 	}
-	return "", p.errf("unterminated string")
+	v := p.s[p.i : p.i+end]
+	if strings.IndexByte(v, '\\') >= 0 {
+		return "", p.errf("unexpected escape in string")
+	}
+	p.i += end + 1
+	return v, nil
 }
 
 func (p *scanner) key() (string, error) {
@@ -436,8 +435,15 @@ func isHex(s string, n int) bool {
 // uint256Decimal converts a 32-byte big-endian hex word ("0x" + 64 hex
 // digits) to its exact decimal string.
 func uint256Decimal(word string) (string, error) {
+	b, err := appendUint256Decimal(nil, word)
+	return string(b), err
+}
+
+// appendUint256Decimal appends the exact decimal form of a 32-byte
+// big-endian hex word to buf.
+func appendUint256Decimal(buf []byte, word string) ([]byte, error) {
 	if len(word) != 66 || word[0] != '0' || word[1] != 'x' {
-		return "", fmt.Errorf("bad uint256 word %q", word)
+		return buf, fmt.Errorf("bad uint256 word %q", word)
 	}
 	var limbs [4]uint64 // big-endian: limbs[0] most significant
 	for i := range 4 {
@@ -445,14 +451,14 @@ func uint256Decimal(word string) (string, error) {
 		for _, c := range []byte(word[2+16*i : 2+16*(i+1)]) {
 			d, ok := hexDigit(c)
 			if !ok {
-				return "", fmt.Errorf("bad uint256 word %q", word)
+				return buf, fmt.Errorf("bad uint256 word %q", word)
 			}
 			v = v<<4 | uint64(d)
 		}
 		limbs[i] = v
 	}
 	if limbs[0]|limbs[1]|limbs[2] == 0 {
-		return strconv.FormatUint(limbs[3], 10), nil
+		return strconv.AppendUint(buf, limbs[3], 10), nil
 	}
 	// Repeated division by 10^19 (the largest power of ten in a uint64)
 	// yields base-10^19 digits, least significant first.
@@ -467,14 +473,14 @@ func uint256Decimal(word string) (string, error) {
 		chunks[n] = rem
 		n++
 	}
-	buf := make([]byte, 0, 78)
 	buf = strconv.AppendUint(buf, chunks[n-1], 10)
 	for i := n - 2; i >= 0; i-- {
-		s := strconv.FormatUint(chunks[i], 10)
+		var tmp [20]byte
+		s := strconv.AppendUint(tmp[:0], chunks[i], 10)
 		for range 19 - len(s) {
 			buf = append(buf, '0')
 		}
 		buf = append(buf, s...)
 	}
-	return string(buf), nil
+	return buf, nil
 }

@@ -185,7 +185,7 @@ func (s *Source) Fetch(ctx context.Context, from, to uint64) (*indexer.Range, er
 		if l.BlockNumber < from || l.BlockNumber > to {
 			return nil, fmt.Errorf("eth_getLogs(%d-%d) returned a log of block %d", from, to, l.BlockNumber)
 		}
-		if !strings.EqualFold(l.BlockHash, hs[l.BlockNumber-from].Hash) {
+		if hh := hs[l.BlockNumber-from].Hash; l.BlockHash != hh && !strings.EqualFold(l.BlockHash, hh) {
 			return nil, fmt.Errorf("log of block %d has hash %s, header has %s: %w", l.BlockNumber, l.BlockHash, hs[l.BlockNumber-from].Hash, indexer.ErrNotReady)
 		}
 		if l.Removed {
@@ -201,6 +201,13 @@ func (s *Source) Fetch(ctx context.Context, from, to uint64) (*indexer.Range, er
 		if err != nil {
 			return nil, err
 		}
+		if len(again) == 0 {
+			// Still nothing: either a bloom false positive or a node that
+			// keeps answering empty. The block's receipts settle it.
+			if again, err = s.logsFromReceipts(ctx, h.Hash); err != nil {
+				return nil, err
+			}
+		}
 		for j := range again {
 			if !strings.EqualFold(again[j].BlockHash, h.Hash) {
 				return nil, fmt.Errorf("eth_getLogs(blockHash %s) returned a log of %s", h.Hash, again[j].BlockHash)
@@ -213,11 +220,13 @@ func (s *Source) Fetch(ctx context.Context, from, to uint64) (*indexer.Range, er
 		rg.Blocks[i] = h.block()
 	}
 	rg.Transfers = make([]indexer.Transfer, 0, len(logs))
+	arena := make([]byte, 0, len(logs)*(2*42+24))
 	for i := range logs {
-		t, ok, err := transfer(&logs[i], rg.Blocks[logs[i].BlockNumber-from].Time)
+		t, ok, a, err := appendTransfer(arena, &logs[i], rg.Blocks[logs[i].BlockNumber-from].Time)
 		if err != nil {
 			return nil, err
 		}
+		arena = a
 		if ok {
 			rg.Transfers = append(rg.Transfers, t)
 		}
@@ -231,43 +240,56 @@ var transferTopicBytes = hexutil.MustDecode(TransferTopic)
 // are not ERC-20 transfers (ERC-721's four topics, malformed data) are
 // skipped.
 func transfer(l *rawLog, blockTime uint32) (indexer.Transfer, bool, error) {
-	if l.NTopics != 3 || l.Topics[0] != TransferTopic || len(l.Data) != 66 {
-		return indexer.Transfer{}, false, nil
-	}
-	amount, err := uint256Decimal(l.Data)
-	if err != nil {
-		return indexer.Transfer{}, false, nil // not a uint256: not an ERC-20 transfer
-	}
-	from, to := l.Topics[1], l.Topics[2]
-	if len(from) != 66 || len(to) != 66 {
-		return indexer.Transfer{}, false, nil
-	}
-	t := indexer.Transfer{
-		BlockNumber: l.BlockNumber,
-		BlockHash:   lowerHex(l.BlockHash),
-		BlockTime:   blockTime,
-		TxHash:      lowerHex(l.TxHash),
-		LogIndex:    uint32(l.LogIndex),
-		Token:       lowerHex(l.Address),
-		From:        "0x" + lowerHex(from[26:]),
-		To:          "0x" + lowerHex(to[26:]),
-		Amount:      amount,
-	}
-	if !isHex(t.BlockHash, 64) || !isHex(t.TxHash, 64) || !isHex(t.Token, 40) || !isHex(t.From, 40) || !isHex(t.To, 40) {
-		return indexer.Transfer{}, false, fmt.Errorf("malformed log %s/%d", l.TxHash, l.LogIndex)
-	}
-	return t, true, nil
+	t, ok, _, err := appendTransfer(nil, l, blockTime)
+	return t, ok, err
 }
 
-// lowerHex returns s lowercased; nodes send lowercase, so this rarely
-// allocates.
-func lowerHex(s string) string {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c >= 'A' && c <= 'Z' {
-			return strings.ToLower(s)
+// appendTransfer is transfer with the strings it builds (the two addresses
+// and the decimal amount) written into one growing arena instead of three
+// allocations per log. Bytes behind len(arena) are never rewritten, so the
+// strings stay valid when append moves the arena.
+func appendTransfer(arena []byte, l *rawLog, blockTime uint32) (indexer.Transfer, bool, []byte, error) {
+	if l.NTopics != 3 || l.Topics[0] != TransferTopic || len(l.Data) != 66 || len(l.Topics[1]) != 66 || len(l.Topics[2]) != 66 {
+		return indexer.Transfer{}, false, arena, nil
+	}
+	start := len(arena)
+	arena, err := appendUint256Decimal(arena, l.Data)
+	if err != nil {
+		return indexer.Transfer{}, false, arena[:start], nil // not a uint256: not an ERC-20 transfer
+	}
+	amount := arenaString(arena, start)
+	fromAt := len(arena)
+	arena = append(append(arena, "0x"...), l.Topics[1][26:]...)
+	toAt := len(arena)
+	arena = append(append(arena, "0x"...), l.Topics[2][26:]...)
+	t := indexer.Transfer{
+		BlockNumber: l.BlockNumber,
+		BlockHash:   l.BlockHash,
+		BlockTime:   blockTime,
+		TxHash:      l.TxHash,
+		LogIndex:    uint32(l.LogIndex),
+		Token:       l.Address,
+		From:        arenaString(arena[:toAt], fromAt),
+		To:          arenaString(arena, toAt),
+		Amount:      amount,
+	}
+	// Nodes send lowercase hex; anything else is normalised (rare, so the
+	// fast path only validates).
+	if !isHex(t.BlockHash, 64) || !isHex(t.TxHash, 64) || !isHex(t.Token, 40) || !isHex(t.From, 40) || !isHex(t.To, 40) {
+		t.BlockHash, t.TxHash, t.Token = strings.ToLower(t.BlockHash), strings.ToLower(t.TxHash), strings.ToLower(t.Token)
+		t.From, t.To = strings.ToLower(t.From), strings.ToLower(t.To)
+		if !isHex(t.BlockHash, 64) || !isHex(t.TxHash, 64) || !isHex(t.Token, 40) || !isHex(t.From, 40) || !isHex(t.To, 40) {
+			return indexer.Transfer{}, false, arena, fmt.Errorf("malformed log %s/%d", l.TxHash, l.LogIndex)
 		}
 	}
-	return s
+	return t, true, arena, nil
+}
+
+func arenaString(arena []byte, start int) string {
+	if len(arena) == start {
+		return ""
+	}
+	return unsafe.String(&arena[start], len(arena)-start)
 }
 
 func (s *Source) logsRange(ctx context.Context, from, to uint64) ([]rawLog, error) {
@@ -291,6 +313,40 @@ func (s *Source) logsRange(ctx context.Context, from, to uint64) ([]rawLog, erro
 
 func (s *Source) logsByHash(ctx context.Context, hash string) ([]rawLog, error) {
 	return s.getLogs(ctx, `[{"blockHash":"`+hash+`","topics":["`+TransferTopic+`"]}]`)
+}
+
+// logsFromReceipts returns the Transfer-topic logs of a block's receipts.
+func (s *Source) logsFromReceipts(ctx context.Context, hash string) ([]rawLog, error) {
+	var receipts []struct {
+		Logs []struct {
+			Address     string         `json:"address"`
+			Topics      []string       `json:"topics"`
+			Data        string         `json:"data"`
+			BlockNumber hexutil.Uint64 `json:"blockNumber"`
+			BlockHash   string         `json:"blockHash"`
+			TxHash      string         `json:"transactionHash"`
+			LogIndex    hexutil.Uint64 `json:"logIndex"`
+		} `json:"logs"`
+	}
+	err := s.rpc.CallContext(ctx, &receipts, "eth_getBlockReceipts", hash)
+	s.count("eth_getBlockReceipts", 1, err)
+	if err != nil {
+		return nil, fmt.Errorf("eth_getBlockReceipts(%s): %w", hash, err)
+	}
+	var out []rawLog
+	for _, r := range receipts {
+		for _, l := range r.Logs {
+			if len(l.Topics) == 0 || !strings.EqualFold(l.Topics[0], TransferTopic) {
+				continue
+			}
+			rl := rawLog{Address: l.Address, NTopics: len(l.Topics), Data: l.Data, BlockNumber: uint64(l.BlockNumber),
+				BlockHash: l.BlockHash, TxHash: l.TxHash, LogIndex: uint64(l.LogIndex)}
+			copy(rl.Topics[:], l.Topics)
+			rl.Topics[0] = TransferTopic
+			out = append(out, rl)
+		}
+	}
+	return out, nil
 }
 
 // tooLarge recognises the "narrow your query" answers of common providers.

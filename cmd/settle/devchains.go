@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+
+	"github.com/settle-dev/settle/internal/anvil"
+)
+
+// devPayer is the dev account that `make dev` funds with test tokens.
+const devPayer = 1
+
+// startDevChains starts an anvil for every EVM chain of the config whose
+// rpc_url is on loopback, keeping its state in dir so the chain (and with it
+// the indexer's cursor) survives restarts, and deploys the configured test
+// tokens on a fresh chain. The caller closes the returned nodes.
+func startDevChains(ctx context.Context, cfg *fileConfig, dir string, logger *slog.Logger) ([]*anvil.Node, error) {
+	var nodes []*anvil.Node
+	closeAll := func() {
+		for _, n := range nodes {
+			_ = n.Close()
+		}
+	}
+	for _, cc := range cfg.Chains {
+		if cc.Family != "evm" || cc.RPCURL == "" {
+			continue
+		}
+		u, err := url.Parse(cc.RPCURL)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("chain %s rpc_url: %w", cc.Name, err)
+		}
+		ip := net.ParseIP(u.Hostname())
+		if ip == nil || !ip.IsLoopback() {
+			continue // a real node; nothing to start
+		}
+		port, err := strconv.Atoi(u.Port())
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("chain %s rpc_url %s needs an explicit port", cc.Name, cc.RPCURL)
+		}
+		startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		n, err := anvil.Start(startCtx, anvil.Config{
+			Host: u.Hostname(), Port: port, ChainID: cc.ID, BlockTime: time.Second,
+			StatePath: filepath.Join(dir, fmt.Sprintf("anvil-%d.json", cc.ID)), Logger: logger,
+		})
+		cancel()
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("starting dev chain %s: %w", cc.Name, err)
+		}
+		nodes = append(nodes, n)
+		if err := deployDevTokens(ctx, n, cc, logger); err != nil {
+			closeAll()
+			return nil, fmt.Errorf("dev chain %s: %w", cc.Name, err)
+		}
+	}
+	return nodes, nil
+}
+
+// deployDevTokens deploys each configured token that has no code yet. The
+// dev config lists the addresses anvil's account 0 deploys to (its nonces
+// 0, 1, …), so a fresh chain gets the tokens where the config expects them.
+func deployDevTokens(ctx context.Context, n *anvil.Node, cc chainConfig, logger *slog.Logger) error {
+	for _, t := range cc.Tokens {
+		want := common.HexToAddress(t.Address)
+		code, err := n.Client().CodeAt(ctx, want, nil)
+		if err != nil {
+			return fmt.Errorf("checking token %s: %w", t.Symbol, err)
+		}
+		if len(code) > 0 {
+			continue
+		}
+		got, err := n.DeployTestToken(ctx, anvil.DevKeys[0], "Test "+t.Symbol, t.Symbol, t.Decimals)
+		if err != nil {
+			return fmt.Errorf("deploying test %s: %w", t.Symbol, err)
+		}
+		if got != want {
+			return fmt.Errorf("test %s deployed at %s, but the config expects %s (delete %s state files to start the chain afresh)",
+				t.Symbol, got.Hex(), t.Address, "anvil-*.json")
+		}
+		// Fund the dev payer so `settle dev` users can send deposits.
+		amount := new(big.Int).Mul(big.NewInt(1_000_000), new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(t.Decimals)), nil))
+		if _, err := n.Mint(ctx, anvil.DevKeys[0], want, anvil.DevAddress(devPayer), amount); err != nil {
+			return fmt.Errorf("funding the dev payer: %w", err)
+		}
+		logger.Info("deployed dev token", "chain", cc.Name, "symbol", t.Symbol, "address", strings.ToLower(got.Hex()),
+			"payer", anvil.DevAddress(devPayer).Hex())
+	}
+	return nil
+}

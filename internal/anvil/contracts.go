@@ -1,0 +1,181 @@
+package anvil
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"embed"
+	"encoding/hex"
+	"fmt"
+	"math/big"
+	"sync"
+
+	"github.com/ethereum/go-ethereum"
+	"github.com/ethereum/go-ethereum/accounts/abi"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
+)
+
+// contractFiles holds <Name>.abi and <Name>.bin for each contract in the
+// repo's contracts/ directory, written by scripts/compile-contracts.sh.
+//
+//go:embed contracts/*
+var contractFiles embed.FS
+
+// Names of the embedded contracts.
+const (
+	testTokenName  = "TestToken"
+	benchTokenName = "BenchToken"
+	testNFTName    = "TestNFT"
+)
+
+type contract struct {
+	abi abi.ABI
+	bin []byte
+}
+
+var loadContracts = sync.OnceValues(func() (map[string]*contract, error) {
+	out := make(map[string]*contract)
+	for _, name := range []string{testTokenName, benchTokenName, testNFTName} {
+		abiJSON, err := contractFiles.ReadFile("contracts/" + name + ".abi")
+		if err != nil {
+			return nil, fmt.Errorf("reading %s abi: %w", name, err)
+		}
+		parsed, err := abi.JSON(bytes.NewReader(abiJSON))
+		if err != nil {
+			return nil, fmt.Errorf("parsing %s abi: %w", name, err)
+		}
+		binHex, err := contractFiles.ReadFile("contracts/" + name + ".bin")
+		if err != nil {
+			return nil, fmt.Errorf("reading %s bytecode: %w", name, err)
+		}
+		bin, err := hex.DecodeString(string(bytes.TrimSpace(binHex)))
+		if err != nil {
+			return nil, fmt.Errorf("decoding %s bytecode: %w", name, err)
+		}
+		out[name] = &contract{abi: parsed, bin: bin}
+	}
+	return out, nil
+})
+
+func getContract(name string) (*contract, error) {
+	all, err := loadContracts()
+	if err != nil {
+		return nil, err
+	}
+	return all[name], nil
+}
+
+// pack encodes a call of method on the named contract.
+func pack(name, method string, args ...any) ([]byte, error) {
+	c, err := getContract(name)
+	if err != nil {
+		return nil, err
+	}
+	data, err := c.abi.Pack(method, args...)
+	if err != nil {
+		return nil, fmt.Errorf("encoding %s.%s: %w", name, method, err)
+	}
+	return data, nil
+}
+
+// deployData is the named contract's init code followed by its encoded
+// constructor arguments.
+func deployData(name string, args ...any) ([]byte, error) {
+	c, err := getContract(name)
+	if err != nil {
+		return nil, err
+	}
+	ctorArgs, err := c.abi.Pack("", args...)
+	if err != nil {
+		return nil, fmt.Errorf("encoding %s constructor: %w", name, err)
+	}
+	return append(bytes.Clone(c.bin), ctorArgs...), nil
+}
+
+func (n *Node) deploy(ctx context.Context, key *ecdsa.PrivateKey, name string, args ...any) (common.Address, error) {
+	data, err := deployData(name, args...)
+	if err != nil {
+		return common.Address{}, err
+	}
+	r, err := n.transact(ctx, key, nil, data)
+	if err != nil {
+		return common.Address{}, fmt.Errorf("deploying %s: %w", name, err)
+	}
+	return r.ContractAddress, nil
+}
+
+func (n *Node) call(ctx context.Context, key *ecdsa.PrivateKey, name string, at common.Address, method string, args ...any) (*types.Receipt, error) {
+	data, err := pack(name, method, args...)
+	if err != nil {
+		return nil, err
+	}
+	r, err := n.transact(ctx, key, &at, data)
+	if err != nil {
+		return r, fmt.Errorf("%s.%s on %s: %w", name, method, at, err)
+	}
+	return r, nil
+}
+
+// DeployTestToken deploys an ERC-20 whose mint is open to anyone and waits
+// for it to be mined. From a fresh node's account 0 the first deployment
+// lands at 0x5FbDB2315678afecb367f032d93F642f64180aa3.
+func (n *Node) DeployTestToken(ctx context.Context, key *ecdsa.PrivateKey, name, symbol string, decimals uint8) (common.Address, error) {
+	return n.deploy(ctx, key, testTokenName, name, symbol, decimals)
+}
+
+// DeployBenchToken deploys BenchToken with supply minted to key's account
+// and waits for it to be mined.
+func (n *Node) DeployBenchToken(ctx context.Context, key *ecdsa.PrivateKey, supply *big.Int) (common.Address, error) {
+	return n.deploy(ctx, key, benchTokenName, supply)
+}
+
+// DeployTestNFT deploys the ERC-721-style TestNFT and waits for it to be
+// mined.
+func (n *Node) DeployTestNFT(ctx context.Context, key *ecdsa.PrivateKey) (common.Address, error) {
+	return n.deploy(ctx, key, testNFTName)
+}
+
+// Mint creates amount TestToken units for to (one Transfer from the zero
+// address) and waits for the receipt.
+func (n *Node) Mint(ctx context.Context, key *ecdsa.PrivateKey, token, to common.Address, amount *big.Int) (*types.Receipt, error) {
+	return n.call(ctx, key, testTokenName, token, "mint", to, amount)
+}
+
+// Transfer sends amount of an ERC-20 (TestToken or BenchToken) from key's
+// account to `to` and waits for the receipt.
+func (n *Node) Transfer(ctx context.Context, key *ecdsa.PrivateKey, token, to common.Address, amount *big.Int) (*types.Receipt, error) {
+	return n.call(ctx, key, testTokenName, token, "transfer", to, amount)
+}
+
+// BatchTransfer sends amounts[i] TestToken units to tos[i] from key's
+// account in one transaction, emitting one Transfer per pair, and waits for
+// the receipt.
+func (n *Node) BatchTransfer(ctx context.Context, key *ecdsa.PrivateKey, token common.Address, tos []common.Address, amounts []*big.Int) (*types.Receipt, error) {
+	if len(tos) != len(amounts) {
+		return nil, fmt.Errorf("batch transfer: %d recipients but %d amounts", len(tos), len(amounts))
+	}
+	return n.call(ctx, key, testTokenName, token, "batchTransfer", tos, amounts)
+}
+
+// MintNFT mints TestNFT token id to `to`. Its Transfer log has four topics
+// and no data, unlike an ERC-20 Transfer with the same signature hash.
+func (n *Node) MintNFT(ctx context.Context, key *ecdsa.PrivateKey, nft, to common.Address, id *big.Int) (*types.Receipt, error) {
+	return n.call(ctx, key, testNFTName, nft, "mint", to, id)
+}
+
+// BalanceOf reads an ERC-20 balance at the latest block.
+func (n *Node) BalanceOf(ctx context.Context, token, owner common.Address) (*big.Int, error) {
+	data, err := pack(testTokenName, "balanceOf", owner)
+	if err != nil {
+		return nil, err
+	}
+	out, err := n.client.CallContract(ctx, ethereum.CallMsg{To: &token, Data: data}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("calling balanceOf on %s: %w", token, err)
+	}
+	if len(out) != 32 {
+		return nil, fmt.Errorf("balanceOf on %s returned %d bytes, want 32", token, len(out))
+	}
+	return new(big.Int).SetBytes(out), nil
+}

@@ -5,8 +5,10 @@ package evm
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -350,8 +352,14 @@ func (s *Source) logsFromReceipts(ctx context.Context, hash string) ([]rawLog, e
 }
 
 // tooLarge recognises the "narrow your query" answers of common providers.
+// Only JSON-RPC errors count: an HTTP 429 is rate limiting, which the
+// runner's backoff handles, not a reason to split.
 func tooLarge(err error) bool {
-	msg := strings.ToLower(err.Error())
+	var re *rpcError
+	if !errors.As(err, &re) {
+		return false
+	}
+	msg := strings.ToLower(re.Message)
 	for _, s := range []string{"too many", "too large", "range", "limit exceeded", "response size", "10000 results", "exceed"} {
 		if strings.Contains(msg, s) {
 			return true
@@ -360,11 +368,30 @@ func tooLarge(err error) bool {
 	return false
 }
 
+// errThrottled marks an HTTP 429/503 answer: the provider asks us to slow
+// down.
+var errThrottled = errors.New("provider is rate limiting")
+
 // getLogs posts one eth_getLogs call and decodes it with the lean decoder.
+// A throttled call is retried here a few times with jittered backoff, so a
+// range split into many calls still completes under a rate limit; anything
+// else goes back to the runner, which retries the whole range.
 func (s *Source) getLogs(ctx context.Context, params string) ([]rawLog, error) {
-	logs, err := s.getLogsOnce(ctx, params)
-	s.count("eth_getLogs", 1, err)
-	return logs, err
+	for attempt := 1; ; attempt++ {
+		logs, err := s.getLogsOnce(ctx, params)
+		s.count("eth_getLogs", 1, err)
+		if err == nil || !errors.Is(err, errThrottled) || attempt == 6 {
+			return logs, err
+		}
+		d := 50 * time.Millisecond << attempt
+		t := time.NewTimer(d/2 + time.Duration(rand.Int64N(int64(d/2))))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
 }
 
 func (s *Source) getLogsOnce(ctx context.Context, params string) ([]rawLog, error) {
@@ -383,7 +410,11 @@ func (s *Source) getLogsOnce(ctx context.Context, params string) ([]rawLog, erro
 	if err != nil {
 		return nil, fmt.Errorf("eth_getLogs: reading response: %w", err)
 	}
-	if resp.StatusCode != http.StatusOK {
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+		return nil, fmt.Errorf("eth_getLogs: http %d: %w", resp.StatusCode, errThrottled)
+	default:
 		return nil, fmt.Errorf("eth_getLogs: http %d: %s", resp.StatusCode, truncate(raw, 200))
 	}
 	// The buffer is never written again, so the decoded strings may point

@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-contracts=(TestToken BenchToken TestNFT)
+contracts=(TestToken BenchToken TestNFT TestMerchant)
 out=internal/anvil/contracts
 
 # --ignore-scripts: nothing we depend on needs an install script (the anvil

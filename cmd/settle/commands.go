@@ -10,6 +10,7 @@ import (
 	"net"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -135,9 +136,17 @@ func cmdReconciler(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer pg.Close()
+	ch, err := openClickHouse(ctx, cfg.ClickHouseURL)
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
 	reg := newRegistry()
 	g, gctx := errgroup.WithContext(ctx)
 	expiryGroup(gctx, g, pg, logger, reg)
+	if err := reconcilerGroup(gctx, g, cfg, pg, ch, logger, reg); err != nil {
+		return err
+	}
 	g.Go(func() error { return serveMetrics(gctx, cfg.Reconciler.MetricsListen, reg, logger) })
 	return g.Wait()
 }
@@ -208,6 +217,15 @@ func cmdKeysNew(stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "master_seed: %s\nevm_xpub:    %s\n\nKeep master_seed secret and backed up: every receiver's private key derives from it.\nThe API needs only evm_xpub (receivers.evm_xpub or SETTLE_EVM_XPUB).\n", hex.EncodeToString(seed), xpub)
+	tk, err := m.TreasuryKey()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "master_seed:      %s\nevm_xpub:         %s\ntreasury_address: %s\n\n"+
+		"Keep master_seed secret and backed up: every receiver's and the treasury's private key derives from it.\n"+
+		"The API needs only evm_xpub (receivers.evm_xpub or SETTLE_EVM_XPUB); the reconciler the treasury address\n"+
+		"(treasury.address or SETTLE_TREASURY_ADDRESS); only `settle delivery` needs the seed (SETTLE_MASTER_SEED).\n"+
+		"Fund the treasury with gas and the destination tokens on every chain it pays on.\n",
+		hex.EncodeToString(seed), xpub, crypto.PubkeyToAddress(tk.PublicKey).Hex())
 	return nil
 }

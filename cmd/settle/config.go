@@ -29,11 +29,23 @@ type fileConfig struct {
 	Reconciler struct {
 		MetricsListen string `yaml:"metrics_listen"` // SETTLE_RECONCILER_METRICS_LISTEN
 	} `yaml:"reconciler"`
+	Treasury struct {
+		// Address is the treasury account that pays deliveries and
+		// refunds; the reconciler recognises payouts by it. Derived from
+		// the master seed when that is given.
+		Address string `yaml:"address"` // SETTLE_TREASURY_ADDRESS
+		// MasterSeedFile holds the hex master seed; only the delivery
+		// process needs it (it signs with the treasury key).
+		MasterSeedFile string `yaml:"master_seed_file"` // SETTLE_MASTER_SEED_FILE, or the seed itself in SETTLE_MASTER_SEED
+	} `yaml:"treasury"`
 	Receivers struct {
 		// EVMXPub is the extended public key of m/44'/60'/0'/0: all the API
 		// needs to derive EVM receivers. It never holds a private key.
 		EVMXPub string `yaml:"evm_xpub"` // SETTLE_EVM_XPUB
 	} `yaml:"receivers"`
+	Delivery struct {
+		MetricsListen string `yaml:"metrics_listen"` // SETTLE_DELIVERY_METRICS_LISTEN
+	} `yaml:"delivery"`
 	Indexer struct {
 		MetricsListen string `yaml:"metrics_listen"` // SETTLE_INDEXER_METRICS_LISTEN
 	} `yaml:"indexer"`
@@ -54,6 +66,7 @@ type chainConfig struct {
 	Tokens []tokenConfig `yaml:"tokens"`
 	// Indexer settings; zero values take the indexer's defaults.
 	StartBlock    uint64        `yaml:"start_block"`
+	FinalityDepth uint64        `yaml:"finality_depth"`
 	MaxReorgDepth uint64        `yaml:"max_reorg_depth"`
 	RangeBlocks   uint64        `yaml:"range_blocks"`
 	Workers       int           `yaml:"workers"`
@@ -104,6 +117,9 @@ func loadConfig(path string, dev bool) (*fileConfig, error) {
 	env("SETTLE_RECONCILER_METRICS_LISTEN", &cfg.Reconciler.MetricsListen)
 	env("SETTLE_EVM_XPUB", &cfg.Receivers.EVMXPub)
 	env("SETTLE_INDEXER_METRICS_LISTEN", &cfg.Indexer.MetricsListen)
+	env("SETTLE_TREASURY_ADDRESS", &cfg.Treasury.Address)
+	env("SETTLE_MASTER_SEED_FILE", &cfg.Treasury.MasterSeedFile)
+	env("SETTLE_DELIVERY_METRICS_LISTEN", &cfg.Delivery.MetricsListen)
 	for i := range cfg.Chains {
 		env(fmt.Sprintf("SETTLE_CHAIN_%d_RPC_URL", cfg.Chains[i].ID), &cfg.Chains[i].RPCURL)
 	}
@@ -117,6 +133,7 @@ func loadConfig(path string, dev bool) (*fileConfig, error) {
 	cfg.API.Listen = cmpOr(cfg.API.Listen, "127.0.0.1:8080")
 	cfg.Reconciler.MetricsListen = cmpOr(cfg.Reconciler.MetricsListen, "127.0.0.1:9101")
 	cfg.Indexer.MetricsListen = cmpOr(cfg.Indexer.MetricsListen, "127.0.0.1:9102")
+	cfg.Delivery.MetricsListen = cmpOr(cfg.Delivery.MetricsListen, "127.0.0.1:9103")
 	if cfg.API.SessionTTL == 0 {
 		cfg.API.SessionTTL = time.Hour
 	}

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
@@ -43,11 +45,20 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := ensureDatabases(ctx, cfg); err != nil {
 		return err
 	}
+	master, err := devMaster(dir)
+	if err != nil {
+		return err
+	}
 	if cfg.Receivers.EVMXPub == "" {
-		if cfg.Receivers.EVMXPub, err = devXPub(dir); err != nil {
+		if cfg.Receivers.EVMXPub, err = master.AccountXPub(); err != nil {
 			return err
 		}
 	}
+	treasury, err := master.TreasuryKey()
+	if err != nil {
+		return err
+	}
+	cfg.Treasury.Address = crypto.PubkeyToAddress(treasury.PublicKey).Hex()
 	pg, err := openPostgres(ctx, cfg.PostgresURL)
 	if err != nil {
 		return err
@@ -67,7 +78,7 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 
 	if cfg.Dev.Anvil {
-		nodes, err := startDevChains(ctx, cfg, dir, logger)
+		nodes, err := startDevChains(ctx, cfg, dir, common.HexToAddress(cfg.Treasury.Address), logger)
 		if err != nil {
 			return err
 		}
@@ -85,6 +96,12 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	expiryGroup(gctx, g, pg, logger, reg)
+	if err := reconcilerGroup(gctx, g, cfg, pg, ch, logger, reg); err != nil {
+		return err
+	}
+	if err := deliveryGroup(gctx, g, cfg, pg, treasury, logger, reg); err != nil {
+		return err
+	}
 	for i := range cfg.Chains {
 		if cc := &cfg.Chains[i]; cc.Family == "evm" && cc.RPCURL != "" {
 			if err := indexerGroup(gctx, g, cc, pg, ch, logger, reg); err != nil {
@@ -139,32 +156,28 @@ func ensureDatabases(ctx context.Context, cfg *fileConfig) error {
 	return nil
 }
 
-// devXPub loads (or creates) the dev master seed and returns its receiver
-// xpub. The seed stays on disk so receivers survive restarts of `make dev`.
-func devXPub(dir string) (string, error) {
+// devMaster loads (or creates) the dev master seed. The seed stays on disk
+// so receivers and the treasury survive restarts of `make dev`.
+func devMaster(dir string) (*hdwallet.Master, error) {
 	path := filepath.Join(dir, "master-seed")
 	raw, err := os.ReadFile(path)
 	var seed []byte
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		if seed, err = hdwallet.NewSeed(); err != nil {
-			return "", err
+			return nil, err
 		}
 		if err := os.WriteFile(path, []byte(hex.EncodeToString(seed)+"\n"), 0o600); err != nil {
-			return "", fmt.Errorf("writing dev master seed: %w", err)
+			return nil, fmt.Errorf("writing dev master seed: %w", err)
 		}
 	case err != nil:
-		return "", fmt.Errorf("reading dev master seed: %w", err)
+		return nil, fmt.Errorf("reading dev master seed: %w", err)
 	default:
 		if seed, err = hex.DecodeString(strings.TrimSpace(string(raw))); err != nil {
-			return "", fmt.Errorf("dev master seed %s: %w", path, err)
+			return nil, fmt.Errorf("dev master seed %s: %w", path, err)
 		}
 	}
-	m, err := hdwallet.MasterFromSeed(seed)
-	if err != nil {
-		return "", err
-	}
-	return m.AccountXPub()
+	return hdwallet.MasterFromSeed(seed)
 }
 
 // demoKey returns the demo merchant's API key, creating merchant and key on
@@ -243,6 +256,8 @@ Pick the EVM payment method (allocates its receiver address):
 Read it back with the API key (full view) and as the payer (public view):
   curl -s %[1]s/v1/sessions/%[2]s -H "Authorization: Bearer $SETTLE_KEY"
   curl -s '%[1]s/v1/sessions/%[2]s?clientSecret=%[3]s'
+Pay it from the dev payer on a dev chain and watch it go processing -> succeeded:
+  ./bin/settle dev pay %[2]s 10.00
 
 `, base, id, secret)
 	return nil

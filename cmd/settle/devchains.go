@@ -24,7 +24,7 @@ const devPayer = 1
 // rpc_url is on loopback, keeping its state in dir so the chain (and with it
 // the indexer's cursor) survives restarts, and deploys the configured test
 // tokens on a fresh chain. The caller closes the returned nodes.
-func startDevChains(ctx context.Context, cfg *fileConfig, dir string, logger *slog.Logger) ([]*anvil.Node, error) {
+func startDevChains(ctx context.Context, cfg *fileConfig, dir string, treasury common.Address, logger *slog.Logger) ([]*anvil.Node, error) {
 	var nodes []*anvil.Node
 	closeAll := func() {
 		for _, n := range nodes {
@@ -60,7 +60,7 @@ func startDevChains(ctx context.Context, cfg *fileConfig, dir string, logger *sl
 			return nil, fmt.Errorf("starting dev chain %s: %w", cc.Name, err)
 		}
 		nodes = append(nodes, n)
-		if err := deployDevTokens(ctx, n, cc, logger); err != nil {
+		if err := deployDevTokens(ctx, n, cc, treasury, logger); err != nil {
 			closeAll()
 			return nil, fmt.Errorf("dev chain %s: %w", cc.Name, err)
 		}
@@ -71,7 +71,13 @@ func startDevChains(ctx context.Context, cfg *fileConfig, dir string, logger *sl
 // deployDevTokens deploys each configured token that has no code yet. The
 // dev config lists the addresses anvil's account 0 deploys to (its nonces
 // 0, 1, …), so a fresh chain gets the tokens where the config expects them.
-func deployDevTokens(ctx context.Context, n *anvil.Node, cc chainConfig, logger *slog.Logger) error {
+func deployDevTokens(ctx context.Context, n *anvil.Node, cc chainConfig, treasury common.Address, logger *slog.Logger) error {
+	// The treasury pays gas for deliveries and refunds.
+	if bal, err := n.Client().BalanceAt(ctx, treasury, nil); err == nil && bal.Sign() == 0 {
+		if err := n.SetBalance(ctx, treasury, new(big.Int).Mul(big.NewInt(1000), big.NewInt(1e18))); err != nil {
+			return fmt.Errorf("funding the treasury with gas: %w", err)
+		}
+	}
 	for _, t := range cc.Tokens {
 		want := common.HexToAddress(t.Address)
 		code, err := n.Client().CodeAt(ctx, want, nil)
@@ -89,10 +95,13 @@ func deployDevTokens(ctx context.Context, n *anvil.Node, cc chainConfig, logger 
 			return fmt.Errorf("test %s deployed at %s, but the config expects %s (delete %s state files to start the chain afresh)",
 				t.Symbol, got.Hex(), t.Address, "anvil-*.json")
 		}
-		// Fund the dev payer so `settle dev` users can send deposits.
+		// Fund the dev payer so `settle dev` users can send deposits, and
+		// the treasury so it can deliver.
 		amount := new(big.Int).Mul(big.NewInt(1_000_000), new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(t.Decimals)), nil))
-		if _, err := n.Mint(ctx, anvil.DevKeys[0], want, anvil.DevAddress(devPayer), amount); err != nil {
-			return fmt.Errorf("funding the dev payer: %w", err)
+		for _, to := range []common.Address{anvil.DevAddress(devPayer), treasury} {
+			if _, err := n.Mint(ctx, anvil.DevKeys[0], want, to, amount); err != nil {
+				return fmt.Errorf("funding %s: %w", to.Hex(), err)
+			}
 		}
 		logger.Info("deployed dev token", "chain", cc.Name, "symbol", t.Symbol, "address", strings.ToLower(got.Hex()),
 			"payer", anvil.DevAddress(devPayer).Hex())

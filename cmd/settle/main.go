@@ -23,9 +23,11 @@ const usage = `settle: stablecoin deposit backend
 Usage:
   settle migrate     [-config FILE]              apply Postgres and ClickHouse migrations
   settle api         [-config FILE]              serve the HTTP API (and /metrics)
-  settle reconciler  [-config FILE]              run the reconciler (session expiry)
+  settle reconciler  [-config FILE]              attribute deposits, settle sessions, expire, write the ledger
+  settle delivery    [-config FILE]              sign and send deliveries and refunds (needs the master seed)
   settle indexer -chain NAME [-config FILE]      index one chain's token transfers into ClickHouse
   settle dev         [-config FILE]              run everything locally with a demo merchant
+  settle dev pay [-chain NAME] SESSION_ID AMOUNT send a dev payer's deposit and follow the session
   settle merchant create -name NAME [-config FILE]   create a merchant and its first API key
   settle apikey create -merchant ID [-config FILE]   create another API key for a merchant
   settle keys new                                generate a master seed and its receiver xpub
@@ -54,7 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return flag.ErrHelp
 	}
 	cmd, args := args[0], args[1:]
-	if (cmd == "merchant" || cmd == "apikey" || cmd == "keys") && len(args) > 0 {
+	if (cmd == "merchant" || cmd == "apikey" || cmd == "keys" || cmd == "dev" && len(args) > 0 && args[0] == "pay") && len(args) > 0 {
 		cmd, args = cmd+" "+args[0], args[1:]
 	}
 	switch cmd {
@@ -66,8 +68,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdReconciler(ctx, args, stderr)
 	case "indexer":
 		return cmdIndexer(ctx, args, stderr)
+	case "delivery":
+		return cmdDelivery(ctx, args, stderr)
 	case "dev":
 		return cmdDev(ctx, args, stdout, stderr)
+	case "dev pay":
+		return cmdDevPay(ctx, args, stdout, stderr)
 	case "merchant create":
 		return cmdMerchantCreate(ctx, args, stdout, stderr)
 	case "apikey create":

@@ -30,6 +30,19 @@ func (n *Node) Mine(ctx context.Context, blocks int) error {
 	return nil
 }
 
+// SetBalance sets addr's ether balance to wei (anvil_setBalance), e.g. to
+// give a treasury address gas money without a funding transaction. It
+// changes state directly: no transaction or block records it.
+func (n *Node) SetBalance(ctx context.Context, addr common.Address, wei *big.Int) error {
+	if wei == nil || wei.Sign() < 0 {
+		return fmt.Errorf("setting balance of %s: need a non-negative amount, got %v", addr, wei)
+	}
+	if err := n.rpc.CallContext(ctx, nil, "anvil_setBalance", addr, (*hexutil.Big)(wei)); err != nil {
+		return fmt.Errorf("setting balance of %s: %w", addr, err)
+	}
+	return nil
+}
+
 // SetAutomine turns mining of one block per transaction on or off
 // (evm_setAutomine). Off with no block time is the same as NoMining.
 func (n *Node) SetAutomine(ctx context.Context, on bool) error {

@@ -24,9 +24,10 @@ var contractFiles embed.FS
 
 // Names of the embedded contracts.
 const (
-	testTokenName  = "TestToken"
-	benchTokenName = "BenchToken"
-	testNFTName    = "TestNFT"
+	testTokenName    = "TestToken"
+	benchTokenName   = "BenchToken"
+	testNFTName      = "TestNFT"
+	testMerchantName = "TestMerchant"
 )
 
 type contract struct {
@@ -36,7 +37,7 @@ type contract struct {
 
 var loadContracts = sync.OnceValues(func() (map[string]*contract, error) {
 	out := make(map[string]*contract)
-	for _, name := range []string{testTokenName, benchTokenName, testNFTName} {
+	for _, name := range []string{testTokenName, benchTokenName, testNFTName, testMerchantName} {
 		abiJSON, err := contractFiles.ReadFile("contracts/" + name + ".abi")
 		if err != nil {
 			return nil, fmt.Errorf("reading %s abi: %w", name, err)
@@ -136,6 +137,50 @@ func (n *Node) DeployTestNFT(ctx context.Context, key *ecdsa.PrivateKey) (common
 	return n.deploy(ctx, key, testNFTName)
 }
 
+// DeployTestMerchant deploys TestMerchant, the destination contract for
+// deliveries with calldata, and waits for it to be mined. A payer approves
+// it on the token (ApproveCalldata) and then calls it with
+// MerchantDepositCalldata, which pulls the amount, or
+// MerchantRevertCalldata, which always reverts.
+func (n *Node) DeployTestMerchant(ctx context.Context, key *ecdsa.PrivateKey) (common.Address, error) {
+	return n.deploy(ctx, key, testMerchantName)
+}
+
+// MerchantDepositCalldata encodes TestMerchant.deposit(token, amount,
+// orderID): the merchant pulls amount of token from the caller with
+// transferFrom (one Transfer from caller to merchant, so the caller must
+// have approved at least amount), adds it to paid[orderID] and emits
+// Deposited(orderID, token, caller, amount).
+func MerchantDepositCalldata(token common.Address, amount *big.Int, orderID [32]byte) ([]byte, error) {
+	return pack(testMerchantName, "deposit", token, amount, orderID)
+}
+
+// MerchantRevertCalldata encodes TestMerchant.depositOrRevert(token, amount,
+// orderID), which takes deposit's arguments and always reverts with
+// "merchant refuses". Gas estimation fails on it, so send it with SendTxGas
+// to get a mined transaction with status 0.
+func MerchantRevertCalldata(token common.Address, amount *big.Int, orderID [32]byte) ([]byte, error) {
+	return pack(testMerchantName, "depositOrRevert", token, amount, orderID)
+}
+
+// MerchantPaid reads TestMerchant's paid[orderID], the sum deposited for
+// the order, at the latest block.
+func (n *Node) MerchantPaid(ctx context.Context, merchant common.Address, orderID [32]byte) (*big.Int, error) {
+	return n.callUint256(ctx, testMerchantName, merchant, "paid", orderID)
+}
+
+// TransferCalldata encodes an ERC-20 transfer(to, amount), for sending
+// through SendTx or SendTxGas.
+func TransferCalldata(to common.Address, amount *big.Int) ([]byte, error) {
+	return pack(testTokenName, "transfer", to, amount)
+}
+
+// ApproveCalldata encodes an ERC-20 approve(spender, amount), for sending
+// through SendTx or SendTxGas.
+func ApproveCalldata(spender common.Address, amount *big.Int) ([]byte, error) {
+	return pack(testTokenName, "approve", spender, amount)
+}
+
 // Mint creates amount TestToken units for to (one Transfer from the zero
 // address) and waits for the receipt.
 func (n *Node) Mint(ctx context.Context, key *ecdsa.PrivateKey, token, to common.Address, amount *big.Int) (*types.Receipt, error) {
@@ -166,16 +211,22 @@ func (n *Node) MintNFT(ctx context.Context, key *ecdsa.PrivateKey, nft, to commo
 
 // BalanceOf reads an ERC-20 balance at the latest block.
 func (n *Node) BalanceOf(ctx context.Context, token, owner common.Address) (*big.Int, error) {
-	data, err := pack(testTokenName, "balanceOf", owner)
+	return n.callUint256(ctx, testTokenName, token, "balanceOf", owner)
+}
+
+// callUint256 runs a view method of the named contract that returns one
+// uint256 (eth_call at the latest block).
+func (n *Node) callUint256(ctx context.Context, name string, at common.Address, method string, args ...any) (*big.Int, error) {
+	data, err := pack(name, method, args...)
 	if err != nil {
 		return nil, err
 	}
-	out, err := n.client.CallContract(ctx, ethereum.CallMsg{To: &token, Data: data}, nil)
+	out, err := n.client.CallContract(ctx, ethereum.CallMsg{To: &at, Data: data}, nil)
 	if err != nil {
-		return nil, fmt.Errorf("calling balanceOf on %s: %w", token, err)
+		return nil, fmt.Errorf("calling %s on %s: %w", method, at, err)
 	}
 	if len(out) != 32 {
-		return nil, fmt.Errorf("balanceOf on %s returned %d bytes, want 32", token, len(out))
+		return nil, fmt.Errorf("%s on %s returned %d bytes, want 32", method, at, len(out))
 	}
 	return new(big.Int).SetBytes(out), nil
 }

@@ -21,8 +21,18 @@ const receiptPoll = 10 * time.Millisecond
 // SendTx signs a dynamic-fee transaction from key to `to` (nil deploys data
 // as init code) and submits it without waiting for it to be mined, so bulk
 // loads can queue many transactions between blocks. The nonce is the
-// account's pending nonce and the gas limit anvil's estimate plus headroom.
+// account's pending nonce and the gas limit anvil's estimate plus headroom;
+// a call that reverts fails in estimation and is never sent (use SendTxGas
+// to mine it anyway).
 func (n *Node) SendTx(ctx context.Context, key *ecdsa.PrivateKey, to *common.Address, data []byte) (common.Hash, error) {
+	return n.SendTxGas(ctx, key, to, data, 0)
+}
+
+// SendTxGas is SendTx with an explicit gas limit, which skips estimation:
+// a transaction that reverts is still submitted and mined with receipt
+// status 0, so tests can watch a failed call land on chain. Gas 0 means
+// estimate, as SendTx does.
+func (n *Node) SendTxGas(ctx context.Context, key *ecdsa.PrivateKey, to *common.Address, data []byte, gas uint64) (common.Hash, error) {
 	n.sendMu.Lock()
 	defer n.sendMu.Unlock()
 	from := crypto.PubkeyToAddress(key.PublicKey)
@@ -30,13 +40,15 @@ func (n *Node) SendTx(ctx context.Context, key *ecdsa.PrivateKey, to *common.Add
 	if err != nil {
 		return common.Hash{}, fmt.Errorf("getting nonce of %s: %w", from, err)
 	}
-	gas, err := n.client.EstimateGas(ctx, ethereum.CallMsg{From: from, To: to, Data: data})
-	if err != nil {
-		return common.Hash{}, fmt.Errorf("estimating gas: %w", err)
+	if gas == 0 {
+		if gas, err = n.client.EstimateGas(ctx, ethereum.CallMsg{From: from, To: to, Data: data}); err != nil {
+			return common.Hash{}, fmt.Errorf("estimating gas: %w", err)
+		}
+		// Estimates are taken against current state; leave room for the
+		// state the transaction actually lands on (e.g. other queued
+		// transactions).
+		gas += gas / 5
 	}
-	// Estimates are taken against current state; leave room for the state
-	// the transaction actually lands on (e.g. other queued transactions).
-	gas += gas / 5
 	tip, feeCap, err := n.fees(ctx)
 	if err != nil {
 		return common.Hash{}, err

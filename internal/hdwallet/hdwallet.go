@@ -141,6 +141,35 @@ func (m *Master) PrivateKey(index uint32) (*ecdsa.PrivateKey, error) {
 	return key, nil
 }
 
+// TreasuryKey returns the private key of the treasury account, at
+// m/44'/60'/1'/0/0: a separate account from the receivers, so no receiver
+// index can ever collide with it. The treasury pays deliveries and refunds
+// on every EVM chain.
+func (m *Master) TreasuryKey() (*ecdsa.PrivateKey, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := m.root
+	var err error
+	for _, i := range []uint32{hdkeychain.HardenedKeyStart + 44, hdkeychain.HardenedKeyStart + 60, hdkeychain.HardenedKeyStart + 1, 0, 0} {
+		if k, err = k.Derive(i); err != nil {
+			return nil, fmt.Errorf("deriving treasury key: %w", err)
+		}
+	}
+	defer k.Zero()
+	priv, err := k.ECPrivKey()
+	if err != nil {
+		return nil, fmt.Errorf("deriving treasury key: %w", err)
+	}
+	raw := priv.Serialize()
+	defer clear(raw)
+	priv.Zero()
+	key, err := crypto.ToECDSA(raw)
+	if err != nil {
+		return nil, fmt.Errorf("converting treasury key: %w", err)
+	}
+	return key, nil
+}
+
 // Receivers derives receiver addresses from the public receivers branch
 // only. It holds no private key material. It is safe for concurrent use:
 // public derivation in hdkeychain only reads the parent key.

@@ -420,3 +420,28 @@ func mustHex(t *testing.T, s string) []byte {
 	}
 	return b
 }
+
+func TestTreasuryKeyIsItsOwnAccount(t *testing.T) {
+	m, err := MasterFromSeed(make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k1, err := m.TreasuryKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, _ := m.TreasuryKey()
+	treasury := crypto.PubkeyToAddress(k1.PublicKey)
+	if treasury != crypto.PubkeyToAddress(k2.PublicKey) {
+		t.Fatal("treasury key is not deterministic")
+	}
+	for i := uint32(0); i < 50; i++ {
+		r, err := m.PrivateKey(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if crypto.PubkeyToAddress(r.PublicKey) == treasury {
+			t.Fatalf("treasury equals receiver %d", i)
+		}
+	}
+}

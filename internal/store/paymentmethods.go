@@ -116,10 +116,16 @@ func (s *Store) SetReceiverPaymentMethod(ctx context.Context, sessionID, pmType,
 // with no deposit detected, and returns how many it expired. Rows another
 // transaction holds (a payment method being set, a deposit being applied) are
 // skipped and picked up next time.
+//
+// A deadline counts as passed only once every chain's reconciler has
+// attributed blocks beyond it: a deposit mined before the deadline but not
+// yet attributed must still move the session to processing, and a persisted
+// expiry would be final.
 func (s *Store) ExpireDue(ctx context.Context, now time.Time, limit int) (int, error) {
 	const q = `WITH due AS (
 		SELECT id FROM sessions
-		WHERE status IN ('requires_payment_method', 'waiting_payment') AND expires_at <= $1
+		WHERE status IN ('requires_payment_method', 'waiting_payment')
+		  AND expires_at <= LEAST($1, COALESCE((SELECT min(block_time) FROM reconciler_cursors), $1))
 		ORDER BY expires_at
 		LIMIT $2
 		FOR UPDATE SKIP LOCKED

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/ethereum/go-ethereum/ethclient"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/settle-dev/settle/internal/hdwallet"
+	"github.com/settle-dev/settle/reconciler"
+	"github.com/settle-dev/settle/reconciler/payout"
+)
+
+// reconcilerGroup adds the reconciler (attribution, settlement, ledger)
+// to g.
+func reconcilerGroup(ctx context.Context, g *errgroup.Group, cfg *fileConfig, pg *pgxpool.Pool, ch driver.Conn, logger *slog.Logger, reg prometheus.Registerer) error {
+	chains, err := cfg.registry()
+	if err != nil {
+		return err
+	}
+	if cfg.Treasury.Address == "" {
+		return fmt.Errorf("treasury.address is not set (config or SETTLE_TREASURY_ADDRESS); `settle keys new` prints it")
+	}
+	opts := map[uint64]reconciler.ChainOptions{}
+	for _, c := range cfg.Chains {
+		opts[c.ID] = reconciler.ChainOptions{FinalityDepth: c.FinalityDepth, StartBlock: c.StartBlock, MaxReorgDepth: c.MaxReorgDepth}
+	}
+	r, err := reconciler.New(reconciler.Config{Chains: chains, Options: opts, Postgres: pg, ClickHouse: ch,
+		Treasury: cfg.Treasury.Address, Logger: logger, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	g.Go(func() error { return r.Run(ctx) })
+	return nil
+}
+
+// deliveryGroup adds the payout executor to g.
+func deliveryGroup(ctx context.Context, g *errgroup.Group, cfg *fileConfig, pg *pgxpool.Pool, key *ecdsa.PrivateKey, logger *slog.Logger, reg prometheus.Registerer) error {
+	clients := map[uint64]payout.ChainClient{}
+	tokens := map[uint64][]payout.Token{}
+	for _, c := range cfg.Chains {
+		if c.Family != "evm" || c.RPCURL == "" {
+			continue
+		}
+		cl, err := ethclient.DialContext(ctx, c.RPCURL)
+		if err != nil {
+			return fmt.Errorf("chain %s: %w", c.Name, err)
+		}
+		clients[c.ID] = cl
+		for _, t := range c.Tokens {
+			tokens[c.ID] = append(tokens[c.ID], payout.Token{Address: common.HexToAddress(t.Address), Symbol: t.Symbol, Decimals: t.Decimals})
+		}
+	}
+	ex, err := payout.New(payout.Config{Postgres: pg, Chains: clients, Tokens: tokens, Treasury: key, Logger: logger, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	g.Go(func() error { return ex.Run(ctx) })
+	return nil
+}
+
+// masterSeed reads the master seed from SETTLE_MASTER_SEED (hex) or the
+// configured file.
+func masterSeed(cfg *fileConfig) ([]byte, error) {
+	raw := os.Getenv("SETTLE_MASTER_SEED")
+	if raw == "" {
+		if cfg.Treasury.MasterSeedFile == "" {
+			return nil, fmt.Errorf("no master seed: set SETTLE_MASTER_SEED or treasury.master_seed_file")
+		}
+		b, err := os.ReadFile(cfg.Treasury.MasterSeedFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading master seed: %w", err)
+		}
+		raw = string(b)
+	}
+	seed, err := hex.DecodeString(strings.TrimSpace(raw))
+	if err != nil {
+		return nil, fmt.Errorf("master seed is not hex: %w", err)
+	}
+	return seed, nil
+}
+
+func treasuryKey(cfg *fileConfig) (*ecdsa.PrivateKey, error) {
+	seed, err := masterSeed(cfg)
+	if err != nil {
+		return nil, err
+	}
+	m, err := hdwallet.MasterFromSeed(seed)
+	if err != nil {
+		return nil, err
+	}
+	key, err := m.TreasuryKey()
+	if err != nil {
+		return nil, err
+	}
+	addr := crypto.PubkeyToAddress(key.PublicKey).Hex()
+	if cfg.Treasury.Address != "" && !strings.EqualFold(cfg.Treasury.Address, addr) {
+		return nil, fmt.Errorf("treasury.address %s does not match the master seed's treasury %s", cfg.Treasury.Address, addr)
+	}
+	cfg.Treasury.Address = addr
+	return key, nil
+}
+
+func cmdDelivery(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg, err := commonFlags("delivery", args, stderr, false, nil)
+	if err != nil {
+		return err
+	}
+	logger, err := newLogger(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	key, err := treasuryKey(cfg)
+	if err != nil {
+		return err
+	}
+	pg, err := openPostgres(ctx, cfg.PostgresURL)
+	if err != nil {
+		return err
+	}
+	defer pg.Close()
+	reg := newRegistry()
+	g, gctx := errgroup.WithContext(ctx)
+	if err := deliveryGroup(gctx, g, cfg, pg, key, logger, reg); err != nil {
+		return err
+	}
+	g.Go(func() error { return serveMetrics(gctx, cfg.Delivery.MetricsListen, reg, logger) })
+	return g.Wait()
+}

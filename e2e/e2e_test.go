@@ -1,0 +1,217 @@
+package e2e
+
+import (
+	"context"
+	"math/big"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+
+	"github.com/settle-dev/settle/internal/anvil"
+)
+
+func evmDest(chainID int, token, to common.Address, amount string) map[string]any {
+	d := map[string]any{"type": "evm", "address": to.Hex(), "chainId": chainID, "tokenAddress": token.Hex()}
+	if amount != "" {
+		d["amountUnits"] = amount
+	}
+	return d
+}
+
+// (a) An exact deposit on chain A ends succeeded with a delivery on chain B,
+// whose hash and amount come from the indexed transfer.
+func TestExactDepositSucceedsWithCrossChainDelivery(t *testing.T) {
+	s := newStack(t, options{})
+	dest := anvil.DevAddress(7)
+	id, _, recv := s.session(evmDest(chainB, s.usdcB, dest, "10.00"), nil)
+	before := s.balance(s.b, s.usdcB, dest)
+	tx := s.pay(s.a, s.usdcA, recv, 10_000_000)
+
+	sess := s.waitStatus(id, "processing", 20*time.Second)
+	src := sess["paymentMethod"].(map[string]any)["source"].(map[string]any)
+	if src["txHash"] != strings.ToLower(tx.Hex()) || src["sentUnits"] != "10" || src["chainId"] != float64(chainA) ||
+		src["tokenSymbol"] != "USDC" || !strings.EqualFold(src["address"].(string), anvil.DevAddress(payerKey).Hex()) {
+		t.Errorf("source = %v", src)
+	}
+	sess = s.waitStatus(id, "succeeded", 60*time.Second)
+	delivery := sess["destination"].(map[string]any)["delivery"].(map[string]any)
+	if delivery["receivedUnits"] != "10" {
+		t.Errorf("delivery = %v", delivery)
+	}
+	receipt, err := s.b.Client().TransactionReceipt(context.Background(), common.HexToHash(delivery["txHash"].(string)))
+	if err != nil || receipt.Status != 1 {
+		t.Fatalf("delivery tx %v on chain B: %v %v", delivery["txHash"], receipt, err)
+	}
+	if got := new(big.Int).Sub(s.balance(s.b, s.usdcB, dest), before); got.Int64() != 10_000_000 {
+		t.Errorf("destination received %s units, want 10000000", got)
+	}
+	if got := s.ledger(id, 2); strings.Join(got, "|") != "delivery 10000000|deposit 10000000" {
+		t.Errorf("ledger = %q", got)
+	}
+}
+
+// (b) Calldata to a contract: a call that works succeeds with the merchant
+// contract holding the amount; one that reverts bounces with a refund on the
+// source chain.
+func TestCalldataDeliveryAndBounce(t *testing.T) {
+	s := newStack(t, options{})
+	order := [32]byte{1}
+	okData, err := anvil.MerchantDepositCalldata(s.usdcB, big.NewInt(5_000_000), order)
+	if err != nil {
+		t.Fatal(err)
+	}
+	badData, err := anvil.MerchantRevertCalldata(s.usdcB, big.NewInt(5_000_000), order)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refundTo := anvil.DevAddress(8)
+	good := evmDest(chainB, s.usdcB, s.merchant, "5")
+	good["calldata"] = "0x" + common.Bytes2Hex(okData)
+	bad := evmDest(chainB, s.usdcB, s.merchant, "5")
+	bad["calldata"] = "0x" + common.Bytes2Hex(badData)
+	idOK, _, recvOK := s.session(good, nil)
+	idBad, _, recvBad := s.session(bad, map[string]any{"refundAddress": refundTo.Hex()})
+	refundBefore := s.balance(s.a, s.usdcA, refundTo)
+	s.pay(s.a, s.usdcA, recvOK, 5_000_000)
+	s.pay(s.a, s.usdcA, recvBad, 5_000_000)
+
+	s.waitStatus(idOK, "succeeded", 60*time.Second)
+	if paid, err := s.b.MerchantPaid(context.Background(), s.merchant, order); err != nil || paid.Int64() != 5_000_000 {
+		t.Errorf("merchant contract paid %v (%v), want 5000000", paid, err)
+	}
+	sess := s.waitStatus(idBad, "bounced", 60*time.Second)
+	delivery := sess["destination"].(map[string]any)["delivery"].(map[string]any)
+	receipt, err := s.a.Client().TransactionReceipt(context.Background(), common.HexToHash(delivery["txHash"].(string)))
+	if err != nil || receipt.Status != 1 {
+		t.Fatalf("refund tx %v on chain A: %v", delivery["txHash"], err)
+	}
+	if got := new(big.Int).Sub(s.balance(s.a, s.usdcA, refundTo), refundBefore); got.Int64() != 5_000_000 || delivery["receivedUnits"] != "5" {
+		t.Errorf("refund address received %s (delivery %v), want 5000000", got, delivery)
+	}
+	if got := s.ledger(idBad, 2); strings.Join(got, "|") != "deposit 5000000|refund 5000000" {
+		t.Errorf("bounced ledger = %q", got)
+	}
+}
+
+// (c) No deposit: expired. A deposit after expiry: a late exception, not
+// credited.
+func TestExpiryAndLateDeposit(t *testing.T) {
+	s := newStack(t, options{sessionTTL: 2 * time.Second})
+	id, _, recv := s.session(evmDest(chainB, s.usdcB, anvil.DevAddress(7), "1"), nil)
+	s.waitStatus(id, "expired", 30*time.Second)
+	s.pay(s.a, s.usdcA, recv, 1_000_000)
+	if got := s.ledger(id, 1); strings.Join(got, "|") != "exception late 1000000" {
+		t.Errorf("ledger = %q", got)
+	}
+	time.Sleep(time.Second)
+	if st := s.get(id)["status"]; st != "expired" {
+		t.Errorf("late deposit changed the session to %v", st)
+	}
+	var payouts int
+	if err := s.db.PG.QueryRow(context.Background(), `SELECT count(*) FROM payouts`).Scan(&payouts); err != nil || payouts != 0 {
+		t.Errorf("payouts = %d (%v), want none", payouts, err)
+	}
+}
+
+// (d) A token with the same symbol at another address is not credited.
+func TestLookalikeTokenNotCredited(t *testing.T) {
+	s := newStack(t, options{})
+	id, _, recv := s.session(evmDest(chainB, s.usdcB, anvil.DevAddress(7), "3"), nil)
+	s.pay(s.a, s.fakeA, recv, 3_000_000)
+	if got := s.ledger(id, 1); strings.Join(got, "|") != "exception wrong_token 3000000" {
+		t.Errorf("ledger = %q", got)
+	}
+	time.Sleep(time.Second)
+	if st := s.get(id)["status"]; st != "waiting_payment" {
+		t.Errorf("status %v after a look-alike token, want waiting_payment", st)
+	}
+}
+
+// (e) Underpayment, overpayment and two deposits to one receiver.
+func TestAmountRules(t *testing.T) {
+	s := newStack(t, options{sessionTTL: 8 * time.Second})
+	dest := anvil.DevAddress(7)
+	refundTo := anvil.DevAddress(8)
+	under, _, recvUnder := s.session(evmDest(chainB, s.usdcB, dest, "10"), map[string]any{"refundAddress": refundTo.Hex()})
+	over, _, recvOver := s.session(evmDest(chainB, s.usdcB, dest, "10"), nil)
+	two, _, recvTwo := s.session(evmDest(chainB, s.usdcB, dest, "10"), nil)
+	open, _, recvOpen := s.session(evmDest(chainB, s.usdcB, dest, ""), nil)
+	refundBefore := s.balance(s.a, s.usdcA, refundTo)
+	destBefore := s.balance(s.b, s.usdcB, dest)
+
+	s.pay(s.a, s.usdcA, recvUnder, 4_000_000)
+	s.pay(s.a, s.usdcA, recvOver, 15_000_000)
+	s.pay(s.a, s.usdcA, recvTwo, 6_000_000)
+	s.pay(s.a, s.usdcA, recvTwo, 4_000_000)
+	s.pay(s.a, s.usdcA, recvOpen, 7_250_000)
+
+	// Overpaid: the requested amount is delivered, the surplus recorded.
+	sess := s.waitStatus(over, "succeeded", 60*time.Second)
+	if d := sess["destination"].(map[string]any)["delivery"].(map[string]any); d["receivedUnits"] != "10" {
+		t.Errorf("overpaid delivery = %v", d)
+	}
+	if got := s.ledger(over, 3); strings.Join(got, "|") != "delivery 10000000|deposit 15000000|exception overpaid 5000000" {
+		t.Errorf("overpaid ledger = %q", got)
+	}
+	// Two deposits that add up to the amount: one delivery of the amount.
+	s.waitStatus(two, "succeeded", 60*time.Second)
+	if got := s.ledger(two, 3); strings.Join(got, "|") != "delivery 10000000|deposit 4000000|deposit 6000000" {
+		t.Errorf("two-deposit ledger = %q", got)
+	}
+	// Open amount: whatever arrived is delivered.
+	sess = s.waitStatus(open, "succeeded", 60*time.Second)
+	if d := sess["destination"].(map[string]any)["delivery"].(map[string]any); d["receivedUnits"] != "7.25" {
+		t.Errorf("open-amount delivery = %v", d)
+	}
+	// Underpaid: processing until the deadline, then refunded in full.
+	if st := s.get(under)["status"]; st != "processing" {
+		t.Errorf("underpaid session is %v before its deadline, want processing", st)
+	}
+	sess = s.waitStatus(under, "bounced", 60*time.Second)
+	if got := new(big.Int).Sub(s.balance(s.a, s.usdcA, refundTo), refundBefore); got.Int64() != 4_000_000 {
+		t.Errorf("underpaid refund = %s, want 4000000 (%v)", got, sess)
+	}
+	if got := new(big.Int).Sub(s.balance(s.b, s.usdcB, dest), destBefore); got.Int64() != 27_250_000 {
+		t.Errorf("destination received %s, want 10 + 10 + 7.25 USDC", got)
+	}
+	var deliveries int
+	if err := s.db.PG.QueryRow(context.Background(), `SELECT count(*) FROM payouts WHERE kind = 'delivery'`).Scan(&deliveries); err != nil || deliveries != 3 {
+		t.Errorf("deliveries = %d (%v), want 3", deliveries, err)
+	}
+}
+
+// (f) A deposit a reorg removes before it is final: the session goes back to
+// waiting and never succeeds on it.
+func TestReorgedDepositDoesNotSucceed(t *testing.T) {
+	s := newStack(t, options{finalityDepth: 40})
+	id, _, recv := s.session(evmDest(chainB, s.usdcB, anvil.DevAddress(7), "2"), nil)
+	tx := s.pay(s.a, s.usdcA, recv, 2_000_000)
+	s.waitStatus(id, "processing", 20*time.Second)
+	ctx := context.Background()
+	receipt, err := s.a.Client().TransactionReceipt(ctx, tx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, err := s.a.Client().BlockNumber(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.a.Reorg(ctx, int(head-receipt.BlockNumber.Uint64())+1); err != nil {
+		t.Fatal(err)
+	}
+	s.waitStatus(id, "waiting_payment", 30*time.Second)
+	if got := s.ledger(id, 2); strings.Join(got, "|") != "deposit 2000000|unapply reorg 2000000" {
+		t.Errorf("ledger = %q", got)
+	}
+	// Give finality every chance to (wrongly) happen.
+	time.Sleep(10 * time.Second)
+	if st := s.get(id)["status"]; st != "waiting_payment" {
+		t.Fatalf("status %v after the reorg, want waiting_payment", st)
+	}
+	var payouts int
+	if err := s.db.PG.QueryRow(ctx, `SELECT count(*) FROM payouts`).Scan(&payouts); err != nil || payouts != 0 {
+		t.Errorf("payouts = %d (%v), want none", payouts, err)
+	}
+}

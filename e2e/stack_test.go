@@ -1,0 +1,320 @@
+// Package e2e runs settle end to end over HTTP: real Postgres, ClickHouse,
+// two anvil chains, the API, both indexers, the reconciler, the expiry loop
+// and the payout executor, all in this process.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/ethereum/go-ethereum/ethclient"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/settle-dev/settle/api"
+	"github.com/settle-dev/settle/indexer"
+	"github.com/settle-dev/settle/indexer/evm"
+	"github.com/settle-dev/settle/internal/anvil"
+	"github.com/settle-dev/settle/internal/chain"
+	"github.com/settle-dev/settle/internal/dbtest"
+	"github.com/settle-dev/settle/internal/hdwallet"
+	"github.com/settle-dev/settle/internal/mirror"
+	"github.com/settle-dev/settle/internal/store"
+	"github.com/settle-dev/settle/reconciler"
+	"github.com/settle-dev/settle/reconciler/payout"
+)
+
+const (
+	chainA, chainB = 31337, 31338
+	payerKey       = 1 // anvil dev account that pays deposits
+)
+
+type options struct {
+	sessionTTL    time.Duration
+	finalityDepth uint64
+	// external: the reconciler and payout executor run as separate
+	// processes the test starts itself.
+	external bool
+}
+
+type stack struct {
+	t        *testing.T
+	db       dbtest.DBs
+	a, b     *anvil.Node
+	usdcA    common.Address // USDC on chain A
+	usdcB    common.Address // USDC on chain B
+	fakeA    common.Address // a token also called USDC on chain A, not allowlisted
+	merchant common.Address // TestMerchant contract on chain B
+	treasury *ecdsa.PrivateKey
+	url, key string
+	reg      *prometheus.Registry
+	rec      *reconciler.Reconciler
+}
+
+func startAnvil(t *testing.T, id uint64) *anvil.Node {
+	t.Helper()
+	bin, err := anvil.FindBinary()
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := anvil.Start(ctx, anvil.Config{Binary: bin, ChainID: id, BlockTime: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	return n
+}
+
+func newStack(t *testing.T, o options) *stack {
+	t.Helper()
+	if o.sessionTTL == 0 {
+		o.sessionTTL = time.Hour
+	}
+	if o.finalityDepth == 0 {
+		o.finalityDepth = 3
+	}
+	s := &stack{t: t, db: dbtest.Migrated(t), reg: prometheus.NewRegistry()}
+	s.a, s.b = startAnvil(t, chainA), startAnvil(t, chainB)
+	ctx := context.Background()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var err error
+	s.usdcA, err = s.a.DeployTestToken(ctx, anvil.DevKeys[0], "USD Coin", "USDC", 6)
+	must(err)
+	s.usdcB, err = s.b.DeployTestToken(ctx, anvil.DevKeys[0], "USD Coin", "USDC", 6)
+	must(err)
+	s.fakeA, err = s.a.DeployTestToken(ctx, anvil.DevKeys[0], "USD Coin", "USDC", 6)
+	must(err)
+	s.merchant, err = s.b.DeployTestMerchant(ctx, anvil.DevKeys[0])
+	must(err)
+
+	master, err := hdwallet.MasterFromSeed(bytes.Repeat([]byte{42}, 32))
+	must(err)
+	xpub, err := master.AccountXPub()
+	must(err)
+	receivers, err := hdwallet.ParseXPub(xpub)
+	must(err)
+	s.treasury, err = master.TreasuryKey()
+	must(err)
+	treasury := crypto.PubkeyToAddress(s.treasury.PublicKey)
+	million := big.NewInt(1_000_000_000_000) // 1,000,000 USDC
+	for _, x := range []struct {
+		n    *anvil.Node
+		usdc common.Address
+	}{{s.a, s.usdcA}, {s.b, s.usdcB}} {
+		must(x.n.SetBalance(ctx, treasury, new(big.Int).Mul(big.NewInt(100), big.NewInt(1e18))))
+		_, err = x.n.Mint(ctx, anvil.DevKeys[0], x.usdc, treasury, million)
+		must(err)
+	}
+	_, err = s.a.Mint(ctx, anvil.DevKeys[0], s.usdcA, anvil.DevAddress(payerKey), million)
+	must(err)
+	_, err = s.a.Mint(ctx, anvil.DevKeys[0], s.fakeA, anvil.DevAddress(payerKey), million)
+	must(err)
+
+	registry, err := chain.NewRegistry([]chain.Chain{
+		{ID: chainA, Name: "Chain A", Family: chain.FamilyEVM, Tokens: []chain.Token{{Symbol: "USDC", Address: s.usdcA.Hex(), Decimals: 6}}},
+		{ID: chainB, Name: "Chain B", Family: chain.FamilyEVM, Tokens: []chain.Token{{Symbol: "USDC", Address: s.usdcB.Hex(), Decimals: 6}}},
+	})
+	must(err)
+	st := store.New(s.db.PG)
+	m, err := st.CreateMerchant(ctx, "e2e")
+	must(err)
+	s.key, _, err = st.CreateAPIKey(ctx, m.ID)
+	must(err)
+
+	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	runCtx, cancel := context.WithCancel(context.Background())
+	g, gctx := errgroup.WithContext(runCtx)
+	mir := mirror.New(mirror.Config{Store: st, ClickHouse: s.db.CH, Interval: 100 * time.Millisecond})
+	srv, err := api.New(api.Config{Chains: registry, Store: st, EVMReceivers: receivers, ReceiverCreated: mir.Kick,
+		SessionTTL: o.sessionTTL, Logger: logger, Registerer: s.reg, Gatherer: s.reg})
+	must(err)
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	s.url = ts.URL
+	g.Go(func() error { return mir.Run(gctx) })
+	clients := map[uint64]payout.ChainClient{}
+	for _, n := range []*anvil.Node{s.a, s.b} {
+		src, err := evm.New(ctx, evm.Config{URL: n.URL(), ChainName: fmt.Sprint(n.ChainID()), Registerer: s.reg})
+		must(err)
+		r, err := indexer.New(indexer.Config{ChainID: n.ChainID(), ChainName: fmt.Sprint(n.ChainID()), Source: src,
+			Postgres: s.db.PG, ClickHouse: s.db.CH, PollInterval: 50 * time.Millisecond, FlushInterval: 50 * time.Millisecond,
+			Logger: logger, Registerer: s.reg})
+		must(err)
+		g.Go(func() error { return r.Run(gctx) })
+		c, err := ethclient.Dial(n.URL())
+		must(err)
+		clients[n.ChainID()] = c
+	}
+	s.rec, err = reconciler.New(reconciler.Config{Chains: registry, Postgres: s.db.PG, ClickHouse: s.db.CH,
+		Treasury: treasury.Hex(), Logger: logger, Registerer: s.reg, Interval: 50 * time.Millisecond,
+		Options: map[uint64]reconciler.ChainOptions{chainA: {FinalityDepth: o.finalityDepth}, chainB: {FinalityDepth: o.finalityDepth}}})
+	must(err)
+	if !o.external {
+		g.Go(func() error { return s.rec.Run(gctx) })
+		ex, err := payout.New(payout.Config{Postgres: s.db.PG, Chains: clients, Treasury: s.treasury, Logger: logger,
+			Interval: 100 * time.Millisecond, RebroadcastAfter: 2 * time.Second})
+		must(err)
+		g.Go(func() error { return ex.Run(gctx) })
+	}
+	exp := reconciler.NewExpirer(reconciler.ExpiryConfig{Store: st, Interval: 100 * time.Millisecond})
+	g.Go(func() error { return exp.Run(gctx) })
+	t.Cleanup(func() {
+		cancel()
+		if err := g.Wait(); err != nil {
+			t.Errorf("stack stopped with %v", err)
+		}
+	})
+	return s
+}
+
+// testWriter sends logs to t.Log, so they show only for failing tests.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+func (s *stack) do(method, path string, body any, auth bool) (int, map[string]any) {
+	s.t.Helper()
+	var r io.Reader
+	if body != nil {
+		j, _ := json.Marshal(body)
+		r = bytes.NewReader(j)
+	}
+	req, _ := http.NewRequest(method, s.url+path, r)
+	req.Header.Set("Content-Type", "application/json")
+	if auth {
+		req.Header.Set("Authorization", "Bearer "+s.key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+// session creates a session and sets its EVM payment method; it returns the
+// session id, client secret and receiver.
+func (s *stack) session(dest map[string]any, extra map[string]any) (string, string, common.Address) {
+	s.t.Helper()
+	body := map[string]any{"destination": dest, "display": map[string]any{"title": "e2e", "verb": "Deposit"}}
+	for k, v := range extra {
+		body[k] = v
+	}
+	code, out := s.do("POST", "/v1/sessions", body, true)
+	if code != 201 {
+		s.t.Fatalf("create session: %d %v", code, out)
+	}
+	sess := out["session"].(map[string]any)
+	id, secret := sess["sessionId"].(string), sess["clientSecret"].(string)
+	code, out = s.do("POST", "/v1/sessions/"+id+"/paymentMethods", map[string]any{"clientSecret": secret, "paymentMethod": map[string]any{"type": "evm"}}, false)
+	if code != 200 {
+		s.t.Fatalf("payment method: %d %v", code, out)
+	}
+	recv := out["session"].(map[string]any)["paymentMethod"].(map[string]any)["receiverAddress"].(string)
+	return id, secret, common.HexToAddress(recv)
+}
+
+func (s *stack) get(id string) map[string]any {
+	s.t.Helper()
+	code, out := s.do("GET", "/v1/sessions/"+id, nil, true)
+	if code != 200 {
+		s.t.Fatalf("get session: %d %v", code, out)
+	}
+	return out["session"].(map[string]any)
+}
+
+// waitStatus polls the session until it has status want; any terminal
+// status other than want fails at once.
+func (s *stack) waitStatus(id, want string, within time.Duration) map[string]any {
+	s.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		sess := s.get(id)
+		st := sess["status"].(string)
+		if st == want {
+			return sess
+		}
+		if (st == "succeeded" || st == "bounced" || st == "expired") && st != want {
+			s.t.Fatalf("session %s reached %s, want %s: %v", id, st, want, sess)
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("session %s still %s after %s, want %s: %v", id, st, within, want, sess)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (s *stack) pay(n *anvil.Node, token, to common.Address, units int64) common.Hash {
+	s.t.Helper()
+	r, err := n.Transfer(context.Background(), anvil.DevKeys[payerKey], token, to, big.NewInt(units))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return r.TxHash
+}
+
+func (s *stack) balance(n *anvil.Node, token, owner common.Address) *big.Int {
+	s.t.Helper()
+	b, err := n.BalanceOf(context.Background(), token, owner)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return b
+}
+
+// ledger returns the ledger rows of a session from ClickHouse ("kind
+// reason amount", sorted), waiting until at least n are there.
+func (s *stack) ledger(id string, n int) []string {
+	s.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		rows, err := s.db.CH.Query(context.Background(), `SELECT toString(kind), reason, amount_raw FROM ledger FINAL WHERE session_id = ? ORDER BY kind, entry_id`, id)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		var out []string
+		for rows.Next() {
+			var kind, reason, amount string
+			if err := rows.Scan(&kind, &reason, &amount); err != nil {
+				s.t.Fatal(err)
+			}
+			out = append(out, strings.TrimSuffix(kind+" "+reason, " ")+" "+amount)
+		}
+		rows.Close()
+		if len(out) >= n || time.Now().After(deadline) {
+			sort.Strings(out)
+			return out
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

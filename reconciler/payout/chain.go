@@ -1,0 +1,245 @@
+package payout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/big"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ethereum/go-ethereum"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/rpc"
+)
+
+// ChainClient is what the executor needs from a chain; *ethclient.Client
+// satisfies it.
+type ChainClient interface {
+	ChainID(ctx context.Context) (*big.Int, error)
+	SendTransaction(ctx context.Context, tx *types.Transaction) error
+	TransactionReceipt(ctx context.Context, hash common.Hash) (*types.Receipt, error)
+	EstimateGas(ctx context.Context, msg ethereum.CallMsg) (uint64, error)
+	SuggestGasTipCap(ctx context.Context) (*big.Int, error)
+	HeaderByNumber(ctx context.Context, number *big.Int) (*types.Header, error)
+	NonceAt(ctx context.Context, account common.Address, block *big.Int) (uint64, error)
+	PendingNonceAt(ctx context.Context, account common.Address) (uint64, error)
+	CallContract(ctx context.Context, msg ethereum.CallMsg, block *big.Int) ([]byte, error)
+	BalanceAt(ctx context.Context, account common.Address, block *big.Int) (*big.Int, error)
+}
+
+// fixedCallGas is the gas limit of a contract call whose estimate reverts.
+// It is sent anyway so the merchant's contract, not our simulation,
+// decides, and the revert is on record on chain.
+const fixedCallGas = 300_000
+
+// rpcTimeout bounds node calls made outside a payout's own deadline.
+const rpcTimeout = 10 * time.Second
+
+// chain is one configured chain.
+type chain struct {
+	id     uint64
+	client ChainClient
+	signer types.Signer
+
+	mu       sync.Mutex
+	verified bool
+}
+
+func newChain(id uint64, c ChainClient) *chain {
+	return &chain{id: id, client: c, signer: types.LatestSignerForChainID(new(big.Int).SetUint64(id))}
+}
+
+// verify checks once that the node serves the chain it is configured for:
+// payouts signed for one chain id must not be sent to another chain's node.
+func (c *chain) verify(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.verified {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	id, err := c.client.ChainID(ctx)
+	if err != nil {
+		return fmt.Errorf("getting chain id: %w", err)
+	}
+	if !id.IsUint64() || id.Uint64() != c.id {
+		return fmt.Errorf("node serves chain %s, configured as %d", id, c.id)
+	}
+	c.verified = true
+	return nil
+}
+
+// fees are the EIP-1559 fee fields of a transaction.
+type fees struct{ tip, cap *big.Int }
+
+// currentFees returns the suggested tip and a fee cap of twice the latest
+// base fee plus the tip, which keeps a transaction valid while the base fee
+// rises for several full blocks.
+func (c *chain) currentFees(ctx context.Context) (fees, error) {
+	tip, err := c.client.SuggestGasTipCap(ctx)
+	if err != nil {
+		return fees{}, fmt.Errorf("getting gas tip: %w", err)
+	}
+	head, err := c.client.HeaderByNumber(ctx, nil)
+	if err != nil {
+		return fees{}, fmt.Errorf("getting latest header: %w", err)
+	}
+	if head.BaseFee == nil {
+		return fees{}, fmt.Errorf("chain %d has no base fee: EIP-1559 transactions are not supported", c.id)
+	}
+	return fees{tip: tip, cap: new(big.Int).Add(tip, new(big.Int).Lsh(head.BaseFee, 1))}, nil
+}
+
+// bumpFees raises old by at least 25% in both tip and cap (more than the
+// 10% geth and others require to replace a pooled transaction), and to
+// at least the current fees.
+func bumpFees(old, now fees) fees {
+	up := func(x *big.Int) *big.Int {
+		// ceil(x * 5/4), and at least x+1 so a zero fee rises too.
+		r := new(big.Int).Mul(x, big.NewInt(5))
+		r.Add(r, big.NewInt(3)).Div(r, big.NewInt(4))
+		if r.Cmp(x) <= 0 {
+			r.Add(x, big.NewInt(1))
+		}
+		return r
+	}
+	tip := bigMax(up(old.tip), now.tip)
+	feeCap := bigMax(up(old.cap), now.cap)
+	// The cap must cover the tip, and be high enough for the current base
+	// fee at the new tip.
+	if floor := new(big.Int).Add(new(big.Int).Sub(now.cap, now.tip), tip); feeCap.Cmp(floor) < 0 {
+		feeCap = floor
+	}
+	return fees{tip: tip, cap: feeCap}
+}
+
+func bigMax(a, b *big.Int) *big.Int {
+	if a.Cmp(b) >= 0 {
+		return a
+	}
+	return new(big.Int).Set(b)
+}
+
+// estimate returns the gas limit for a call from the treasury: the node's
+// estimate plus 25%, since the estimate is taken on the current state and
+// the transaction lands on a later one.
+func (c *chain) estimate(ctx context.Context, from, to common.Address, data []byte) (uint64, error) {
+	gas, err := c.client.EstimateGas(ctx, ethereum.CallMsg{From: from, To: &to, Data: data})
+	if err != nil {
+		return 0, fmt.Errorf("estimating gas: %w", err)
+	}
+	return gas + gas/4, nil
+}
+
+// isRevert reports whether err is the node's answer that the call reverts,
+// as opposed to a failure to ask (transport, timeout) or another refusal
+// such as missing gas money.
+func isRevert(err error) bool {
+	var re rpc.Error
+	if !errors.As(err, &re) {
+		return false
+	}
+	return re.ErrorCode() == 3 || strings.Contains(strings.ToLower(re.Error()), "revert")
+}
+
+// tokenBalance reads an ERC-20 balance at the latest block.
+func (c *chain) tokenBalance(ctx context.Context, token, owner common.Address) (*big.Int, error) {
+	out, err := c.client.CallContract(ctx, ethereum.CallMsg{To: &token, Data: balanceOfData(owner)}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("calling balanceOf(%s) on %s: %w", owner, token, err)
+	}
+	if len(out) != 32 {
+		return nil, fmt.Errorf("balanceOf(%s) on %s returned %d bytes, want 32", owner, token, len(out))
+	}
+	return new(big.Int).SetBytes(out), nil
+}
+
+// receipt returns the receipt of the first of hashes that has one, and
+// which hash that is; nil when none is mined.
+func (c *chain) receipt(ctx context.Context, hashes []common.Hash) (*types.Receipt, common.Hash, error) {
+	for _, h := range hashes {
+		r, err := c.client.TransactionReceipt(ctx, h)
+		if errors.Is(err, ethereum.NotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, common.Hash{}, fmt.Errorf("getting receipt of %s: %w", h, err)
+		}
+		return r, h, nil
+	}
+	return nil, common.Hash{}, nil
+}
+
+// nonceUsed reports whether a transaction with nonce from `from` is mined.
+func (c *chain) nonceUsed(ctx context.Context, from common.Address, nonce uint64) (bool, error) {
+	n, err := c.client.NonceAt(ctx, from, nil)
+	if err != nil {
+		return false, fmt.Errorf("getting nonce of %s: %w", from, err)
+	}
+	return n > nonce, nil
+}
+
+// lookup finds the mined one of hashes. When none has a receipt it also
+// reports whether their nonce was used anyway, by a transaction that is
+// none of them; the receipts are read again after the nonce so that a
+// transaction mined between the two reads is not mistaken for a stranger.
+func (c *chain) lookup(ctx context.Context, from common.Address, nonce uint64, hashes []common.Hash) (r *types.Receipt, mined common.Hash, stolen bool, err error) {
+	if r, mined, err = c.receipt(ctx, hashes); r != nil || err != nil {
+		return r, mined, false, err
+	}
+	used, err := c.nonceUsed(ctx, from, nonce)
+	if err != nil || !used {
+		return nil, common.Hash{}, false, err
+	}
+	if r, mined, err = c.receipt(ctx, hashes); r != nil || err != nil {
+		return r, mined, false, err
+	}
+	return nil, common.Hash{}, true, nil
+}
+
+// revertReason replays a reverted transaction on the state before its
+// block to get a readable reason; the replay may not revert the same way,
+// so it only adds detail to what the receipt says.
+func (c *chain) revertReason(ctx context.Context, tx *types.Transaction, from common.Address, r *types.Receipt) string {
+	what := fmt.Sprintf("transaction %s reverted in block %s", r.TxHash.Hex(), r.BlockNumber)
+	if tx == nil || r.BlockNumber == nil || r.BlockNumber.Sign() == 0 {
+		return what
+	}
+	parent := new(big.Int).Sub(r.BlockNumber, big.NewInt(1))
+	_, err := c.client.CallContract(ctx, ethereum.CallMsg{From: from, To: tx.To(), Data: tx.Data(), Gas: tx.Gas()}, parent)
+	if err == nil {
+		return what
+	}
+	// A custom error has no decoded text; its data (selector and
+	// arguments) is then all there is to go on.
+	var de rpc.DataError
+	if errors.As(err, &de) && strings.HasSuffix(err.Error(), "execution reverted") {
+		if data, ok := de.ErrorData().(string); ok && data != "" {
+			return fmt.Sprintf("%s: %v (data %s)", what, err, data)
+		}
+	}
+	return fmt.Sprintf("%s: %v", what, err)
+}
+
+// benignSendError reports whether a broadcast error means the node already
+// has the transaction (or a replacement of it), so it is no failure.
+func benignSendError(err error) bool {
+	msg := strings.ToLower(err.Error())
+	for _, s := range []string{"already known", "already imported", "known transaction"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// nonceTooLow reports whether the node refused a transaction because its
+// nonce is used; whether by our transaction is for the receipts to say.
+func nonceTooLow(err error) bool {
+	msg := strings.ToLower(err.Error())
+	return strings.Contains(msg, "nonce too low") || strings.Contains(msg, "nonce is too low") || strings.Contains(msg, "already been used")
+}

@@ -1,0 +1,270 @@
+// Package payout executes the payouts the reconciler schedules: it signs
+// the treasury's transactions (an ERC-20 transfer, or approve + call when
+// the destination is a contract), stores each one in Postgres before
+// broadcasting it, and follows it until its receipt says mined or reverted.
+//
+// Nothing is ever paid twice: a payout row is worked on only under its row
+// lock (SELECT … FOR UPDATE SKIP LOCKED), nonces come from treasury_nonces
+// under a row lock in the transaction that stores the signed bytes, and a
+// stored transaction is only ever re-broadcast byte for byte or replaced
+// with the same nonce. Confirming a payout (the indexer saw the transfer
+// and it is final) is the reconciler's job, not this package's.
+package payout
+
+import (
+	"cmp"
+	"context"
+	"crypto/ecdsa"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math/big"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Token is a token whose treasury balance is exported as a gauge.
+type Token struct {
+	Address  common.Address
+	Symbol   string
+	Decimals uint8
+}
+
+// Config configures an Executor.
+type Config struct {
+	// Postgres holds the payouts and treasury_nonces tables.
+	Postgres *pgxpool.Pool
+	// Chains are the chains to pay on, by chain id; payouts on other chains
+	// are left alone.
+	Chains map[uint64]ChainClient
+	// Tokens are the tokens per chain whose treasury balance is exported.
+	Tokens map[uint64][]Token
+	// Treasury signs every payout: one key, the same address on every EVM
+	// chain.
+	Treasury *ecdsa.PrivateKey
+	// Logger receives one info line per signed, mined or reverted payout
+	// transaction, and warnings for what is retried; nil discards.
+	Logger *slog.Logger
+	// Registerer receives the metrics; nil means none.
+	Registerer prometheus.Registerer
+	// Interval is the loop period of Run; default 500ms.
+	Interval time.Duration
+	// RebroadcastAfter is how long a sent, unmined transaction waits before
+	// its stored bytes are sent again; default 15s.
+	RebroadcastAfter time.Duration
+	// BumpAfter is how long a payout transaction may stay unmined before it
+	// is replaced by one with the same nonce and higher fees; default 2m.
+	BumpAfter time.Duration
+}
+
+// Executor signs, stores, broadcasts and follows payout transactions. Any
+// number of executors may share a database: they never work on the same
+// payout at once and never sign two transactions with one nonce.
+type Executor struct {
+	cfg     Config
+	pg      *pgxpool.Pool
+	key     *ecdsa.PrivateKey
+	from    common.Address
+	chains  map[uint64]*chain
+	logger  *slog.Logger
+	metrics *metrics
+
+	// mu guards lastSent and balancesAt.
+	mu sync.Mutex
+	// lastSent is when each stored transaction was last handed to a node
+	// by this process. It is memory only on purpose: after a restart every
+	// unmined transaction is re-broadcast at once.
+	lastSent   map[common.Hash]time.Time
+	balancesAt time.Time
+
+	// skipBroadcast makes the executor stop after storing a signed
+	// transaction, as if it crashed before broadcasting it (tests only).
+	skipBroadcast bool
+}
+
+// New checks cfg and returns an Executor.
+func New(cfg Config) (*Executor, error) {
+	if cfg.Postgres == nil || cfg.Treasury == nil || len(cfg.Chains) == 0 {
+		return nil, errors.New("payout: Postgres, Treasury and at least one chain are required")
+	}
+	cfg.Interval = cmp.Or(cfg.Interval, 500*time.Millisecond)
+	cfg.RebroadcastAfter = cmp.Or(cfg.RebroadcastAfter, 15*time.Second)
+	cfg.BumpAfter = cmp.Or(cfg.BumpAfter, 2*time.Minute)
+	if cfg.Interval < 0 || cfg.RebroadcastAfter < 0 || cfg.BumpAfter < 0 {
+		return nil, errors.New("payout: Interval, RebroadcastAfter and BumpAfter must not be negative")
+	}
+	chains := make(map[uint64]*chain, len(cfg.Chains))
+	for id, c := range cfg.Chains {
+		if c == nil || id == 0 {
+			return nil, fmt.Errorf("payout: chain %d has no client", id)
+		}
+		chains[id] = newChain(id, c)
+	}
+	for id := range cfg.Tokens {
+		if _, ok := chains[id]; !ok {
+			return nil, fmt.Errorf("payout: tokens configured for chain %d, which has no client", id)
+		}
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Executor{
+		cfg:      cfg,
+		pg:       cfg.Postgres,
+		key:      cfg.Treasury,
+		from:     crypto.PubkeyToAddress(cfg.Treasury.PublicKey),
+		chains:   chains,
+		logger:   logger.With("component", "payout"),
+		metrics:  newMetrics(cfg.Registerer),
+		lastSent: make(map[common.Hash]time.Time),
+	}, nil
+}
+
+// Address is the treasury address that pays every payout.
+func (e *Executor) Address() common.Address { return e.from }
+
+// Run works on open payouts every Interval until ctx is done, then returns
+// nil.
+func (e *Executor) Run(ctx context.Context) error {
+	t := time.NewTicker(e.cfg.Interval)
+	defer t.Stop()
+	for {
+		if _, err := e.RunOnce(ctx); err != nil && ctx.Err() == nil {
+			e.logger.WarnContext(ctx, "payout pass failed; will retry", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Result counts what one pass did, so callers (and tests) can tell when
+// work is done.
+type Result struct {
+	// Signed counts transactions signed and stored: transfers, approvals,
+	// calls and revokes (fee bumps count as Bumped instead).
+	Signed int
+	// Broadcast counts first broadcasts a node accepted.
+	Broadcast int
+	// Rebroadcast counts stored bytes sent again.
+	Rebroadcast int
+	// Bumped counts replacements with higher fees.
+	Bumped int
+	// Mined and Reverted count payouts that reached those statuses.
+	Mined    int
+	Reverted int
+	// Revoked counts approvals whose revoke was mined.
+	Revoked int
+	// Waiting counts payouts that must wait for an earlier payout to the
+	// same contract to finish with its approval.
+	Waiting int
+	// Skipped counts open payouts another executor held locked.
+	Skipped int
+	// Errors counts payouts on which something failed; they are retried on
+	// a later pass.
+	Errors int
+}
+
+// Progress reports whether the pass changed anything on chain or in the
+// database.
+func (r Result) Progress() bool {
+	return r.Signed+r.Broadcast+r.Rebroadcast+r.Bumped+r.Mined+r.Reverted+r.Revoked > 0
+}
+
+func (r *Result) add(o Result) {
+	r.Signed += o.Signed
+	r.Broadcast += o.Broadcast
+	r.Rebroadcast += o.Rebroadcast
+	r.Bumped += o.Bumped
+	r.Mined += o.Mined
+	r.Reverted += o.Reverted
+	r.Revoked += o.Revoked
+	r.Waiting += o.Waiting
+	r.Skipped += o.Skipped
+	r.Errors += o.Errors
+}
+
+// RunOnce makes one pass over the open payouts of the configured chains.
+// A failure on one payout is logged, counted and recorded on its row; only
+// failures that stop the whole pass are returned.
+func (e *Executor) RunOnce(ctx context.Context) (Result, error) {
+	var res Result
+	ids := make([]int64, 0, len(e.chains))
+	for _, id := range slices.Sorted(maps.Keys(e.chains)) {
+		if err := e.chains[id].verify(ctx); err != nil {
+			e.logger.ErrorContext(ctx, "chain client is not usable; skipping its payouts", "chain_id", id, "err", err)
+			res.Errors++
+			continue
+		}
+		ids = append(ids, int64(id))
+	}
+	e.updateBalances(ctx)
+	if len(ids) == 0 {
+		return res, nil
+	}
+	open, err := listOpen(ctx, e.pg, ids)
+	if err != nil {
+		return res, err
+	}
+	seen := make(map[common.Hash]bool)
+	for _, id := range open {
+		if ctx.Err() != nil {
+			return res, nil
+		}
+		res.add(e.process(ctx, id, seen))
+	}
+	e.forgetExcept(seen)
+	return res, nil
+}
+
+// forgetExcept drops broadcast times of transactions this pass did not
+// look at (mined, or now another executor's), so the map stays small.
+func (e *Executor) forgetExcept(seen map[common.Hash]bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	maps.DeleteFunc(e.lastSent, func(h common.Hash, _ time.Time) bool { return !seen[h] })
+}
+
+// dueForRebroadcast reports whether hash was never broadcast by this
+// process or not within RebroadcastAfter, and marks it seen.
+func (e *Executor) dueForRebroadcast(hash common.Hash, seen map[common.Hash]bool) bool {
+	seen[hash] = true
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	at, ok := e.lastSent[hash]
+	return !ok || time.Since(at) >= e.cfg.RebroadcastAfter
+}
+
+func (e *Executor) markSent(hash common.Hash) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.lastSent[hash] = time.Now()
+}
+
+// signTx signs a dynamic-fee transaction from the treasury.
+func (e *Executor) signTx(c *chain, nonce uint64, to common.Address, data []byte, gas uint64, f fees) (*types.Transaction, error) {
+	tx, err := types.SignNewTx(e.key, c.signer, &types.DynamicFeeTx{
+		ChainID:   new(big.Int).SetUint64(c.id),
+		Nonce:     nonce,
+		GasTipCap: f.tip,
+		GasFeeCap: f.cap,
+		Gas:       gas,
+		To:        &to,
+		Data:      data,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("signing transaction: %w", err)
+	}
+	return tx, nil
+}

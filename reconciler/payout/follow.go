@@ -1,0 +1,152 @@
+package payout
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
+)
+
+// follow advances a sent payout: its receipt decides mined or reverted;
+// without one the stored bytes are re-broadcast, and after BumpAfter they
+// are replaced with higher fees under the same nonce.
+func (w *work) follow(ctx context.Context) error {
+	p := w.p
+	if p.txHash == nil || p.nonce == nil {
+		return fmt.Errorf("payout %d is sent but has no tx_hash or nonce", p.id)
+	}
+	// Any signing of the nonce may be the one that is mined.
+	hashes := []common.Hash{common.HexToHash(*p.txHash)}
+	for _, h := range p.prior {
+		hashes = append(hashes, common.HexToHash(h))
+	}
+	r, mined, stolen, err := w.c.lookup(ctx, w.e.from, uint64(*p.nonce), hashes)
+	if err != nil {
+		return err
+	}
+	if stolen {
+		// Re-signing with a new nonce could pay twice if one of ours is
+		// mined after all (a node that lags, a reorg); a person decides.
+		return fmt.Errorf("nonce %d was used by a transaction that is none of this payout's (%d signings); not re-signing: an operator must check the treasury's transactions",
+			*p.nonce, len(hashes))
+	}
+	if r != nil {
+		return w.settle(ctx, r, mined, hashes)
+	}
+	w.seen[hashes[0]] = true
+	if p.sentAge >= w.e.cfg.BumpAfter {
+		return w.bump(ctx, hashes)
+	}
+	return w.rebroadcast(w.step(), p.rawTx, hashes)
+}
+
+// step names the payout's main transaction.
+func (w *work) step() string {
+	if w.p.hasCalldata() {
+		return "call"
+	}
+	return "transfer"
+}
+
+// settle records the receipt of the payout's main transaction. tx_hash
+// becomes the hash that was mined (the reconciler matches the on-chain
+// transfer by it) and prior_tx_hashes the others; raw_tx keeps the newest
+// signing.
+func (w *work) settle(ctx context.Context, r *types.Receipt, mined common.Hash, hashes []common.Hash) error {
+	p := w.p
+	others := make([]string, 0, len(hashes)-1)
+	for _, h := range hashes {
+		if h != mined {
+			others = append(others, h.Hex())
+		}
+	}
+	attrs := []any{"block", r.BlockNumber, "gas_used", r.GasUsed}
+	if r.Status == types.ReceiptStatusSuccessful {
+		if _, err := w.tx.Exec(ctx, `UPDATE payouts SET status = 'mined', tx_hash = $2, prior_tx_hashes = $3, error = NULL WHERE id = $1`,
+			p.id, mined.Hex(), others); err != nil {
+			return fmt.Errorf("marking payout mined: %w", err)
+		}
+		w.events = append(w.events, event{outcome: outcomeMined, step: w.step(), hash: mined, attrs: attrs})
+		return nil
+	}
+	// The stored bytes carry the same call as every signing of the nonce.
+	tx, _ := decodeTx(p.rawTx)
+	reason := w.c.revertReason(ctx, tx, w.e.from, r)
+	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET status = 'reverted', tx_hash = $2, prior_tx_hashes = $3, error = $4 WHERE id = $1`,
+		p.id, mined.Hex(), others, reason); err != nil {
+		return fmt.Errorf("marking payout reverted: %w", err)
+	}
+	w.events = append(w.events, event{outcome: outcomeReverted, step: w.step(), hash: mined, attrs: append(attrs, "error", reason)})
+	return nil
+}
+
+// bump replaces the stuck main transaction with one of the same nonce,
+// gas and call and fees at least 25% higher. The old hash goes to
+// prior_tx_hashes, since it may still be the one that is mined.
+func (w *work) bump(ctx context.Context, hashes []common.Hash) error {
+	p := w.p
+	old, err := decodeTx(p.rawTx)
+	if err != nil {
+		return err
+	}
+	if old.To() == nil || old.Nonce() != uint64(*p.nonce) {
+		return fmt.Errorf("stored transaction %s does not match payout %d", old.Hash().Hex(), p.id)
+	}
+	now, err := w.c.currentFees(ctx)
+	if err != nil {
+		return err
+	}
+	f := bumpFees(fees{tip: old.GasTipCap(), cap: old.GasFeeCap()}, now)
+	tx, err := w.e.signTx(w.c, old.Nonce(), *old.To(), old.Data(), old.Gas(), f)
+	if err != nil {
+		return err
+	}
+	raw, err := encodeTx(tx)
+	if err != nil {
+		return err
+	}
+	// sent_at becomes the time of the newest signing, which the next bump
+	// waits on.
+	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET tx_hash = $2, raw_tx = $3, prior_tx_hashes = array_append(prior_tx_hashes, $4),
+		sent_at = now() WHERE id = $1`, p.id, tx.Hash().Hex(), raw, old.Hash().Hex()); err != nil {
+		return fmt.Errorf("storing fee bump: %w", err)
+	}
+	w.seen[tx.Hash()] = true
+	w.events = append(w.events, event{outcome: outcomeBumped, step: w.step(), hash: tx.Hash(), attrs: []any{
+		"replaces", old.Hash().Hex(), "nonce", tx.Nonce(), "tip", f.tip, "fee_cap", f.cap}})
+	w.sends = append(w.sends, send{tx: tx, step: w.step(), first: true, hashes: append([]common.Hash{tx.Hash()}, hashes...)})
+	return nil
+}
+
+// followApprove advances a payout whose approval is stored: once it is
+// mined the call is signed; if it reverted the payout is reverted (nothing
+// was approved, so nothing needs revoking).
+func (w *work) followApprove(ctx context.Context) error {
+	p := w.p
+	if p.approveNonce == nil {
+		return fmt.Errorf("payout %d has an approval hash but no approve_nonce", p.id)
+	}
+	hash := common.HexToHash(*p.approveHash)
+	r, _, stolen, err := w.c.lookup(ctx, w.e.from, uint64(*p.approveNonce), []common.Hash{hash})
+	if err != nil {
+		return err
+	}
+	switch {
+	case stolen:
+		return fmt.Errorf("nonce %d of approval %s was used by another transaction: an operator must check the treasury's transactions",
+			*p.approveNonce, hash.Hex())
+	case r == nil:
+		w.seen[hash] = true
+		return w.rebroadcast("approve", p.approveRaw, []common.Hash{hash})
+	case r.Status != types.ReceiptStatusSuccessful:
+		tx, _ := decodeTx(p.approveRaw)
+		reason := "approval " + w.c.revertReason(ctx, tx, w.e.from, r)
+		if _, err := w.tx.Exec(ctx, `UPDATE payouts SET status = 'reverted', error = $2 WHERE id = $1`, p.id, reason); err != nil {
+			return fmt.Errorf("marking payout reverted: %w", err)
+		}
+		w.events = append(w.events, event{outcome: outcomeReverted, step: "approve", hash: hash, attrs: []any{"error", reason}})
+		return nil
+	}
+	return w.signCall(ctx)
+}

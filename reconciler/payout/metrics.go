@@ -1,0 +1,102 @@
+package payout
+
+import (
+	"context"
+	"math/big"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Outcomes counted by settle_payouts_total.
+const (
+	outcomeSigned      = "signed"
+	outcomeBroadcast   = "broadcast"
+	outcomeRebroadcast = "rebroadcast"
+	outcomeBumped      = "bumped"
+	outcomeMined       = "mined"
+	outcomeReverted    = "reverted"
+	outcomeRevoked     = "revoked"
+	outcomeError       = "error"
+)
+
+// balanceEvery is how often the treasury balance gauges are refreshed; a
+// balanceOf per token per pass would multiply the RPC load for a number an
+// operator reads once a minute.
+const balanceEvery = 5 * time.Second
+
+type metrics struct {
+	payouts       *prometheus.CounterVec
+	tokenBalance  *prometheus.GaugeVec
+	nativeBalance *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		payouts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "settle_payouts_total",
+			Help: "Payout events by payout kind (delivery, refund) and outcome: signed, broadcast and rebroadcast count " +
+				"transactions (transfers, approvals, calls, revokes); mined and reverted count payouts; bumped counts fee " +
+				"replacements; revoked counts approvals revoked after a reverted call; error counts failed attempts."},
+			[]string{"kind", "outcome"}),
+		tokenBalance: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "settle_treasury_balance",
+			Help: "Treasury token balance in token units (not the smallest unit)."},
+			[]string{"chain_id", "token", "symbol"}),
+		nativeBalance: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "settle_treasury_native_balance_wei",
+			Help: "Treasury balance of the chain's native coin in wei, which pays the gas."},
+			[]string{"chain_id"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.payouts, m.tokenBalance, m.nativeBalance)
+	}
+	return m
+}
+
+func (m *metrics) count(kind, outcome string) { m.payouts.WithLabelValues(kind, outcome).Inc() }
+
+// updateBalances refreshes the treasury balance gauges at most every
+// balanceEvery. A failed read leaves the old value and is logged at debug:
+// the gauges are for dashboards, the payouts do not depend on them.
+func (e *Executor) updateBalances(ctx context.Context) {
+	e.mu.Lock()
+	due := time.Since(e.balancesAt) >= balanceEvery
+	if due {
+		e.balancesAt = time.Now()
+	}
+	e.mu.Unlock()
+	if !due {
+		return
+	}
+	for id, c := range e.chains {
+		e.updateChainBalances(ctx, id, c)
+	}
+}
+
+func (e *Executor) updateChainBalances(ctx context.Context, id uint64, c *chain) {
+	// A hung node must not stall the payouts of the pass.
+	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	chainID := strconv.FormatUint(id, 10)
+	if wei, err := c.client.BalanceAt(ctx, e.from, nil); err != nil {
+		e.logger.DebugContext(ctx, "reading treasury balance failed", "chain_id", id, "err", err)
+	} else {
+		f, _ := new(big.Float).SetInt(wei).Float64()
+		e.metrics.nativeBalance.WithLabelValues(chainID).Set(f)
+	}
+	for _, t := range e.cfg.Tokens[id] {
+		raw, err := c.tokenBalance(ctx, t.Address, e.from)
+		if err != nil {
+			e.logger.DebugContext(ctx, "reading treasury token balance failed", "chain_id", id, "token", t.Symbol, "err", err)
+			continue
+		}
+		e.metrics.tokenBalance.WithLabelValues(chainID, hexAddr(t.Address), t.Symbol).Set(units(raw, t.Decimals))
+	}
+}
+
+// units converts a smallest-unit amount to token units, as a float for a
+// gauge (exact amounts live in Postgres and ClickHouse, not here).
+func units(raw *big.Int, decimals uint8) float64 {
+	scale := new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(decimals)), nil)
+	f, _ := new(big.Float).Quo(new(big.Float).SetInt(raw), new(big.Float).SetInt(scale)).Float64()
+	return f
+}

@@ -1,0 +1,245 @@
+package payout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/jackc/pgx/v5"
+)
+
+// rowTimeout bounds the work on one payout, so a hung node cannot hold a
+// payout's row lock (or the nonce lock) indefinitely.
+const rowTimeout = 30 * time.Second
+
+// work is one payout claimed in one Postgres transaction. Handlers write to
+// tx and queue events and broadcasts; both happen only once tx committed,
+// so nothing is broadcast, logged or counted that the database does not
+// hold.
+type work struct {
+	e    *Executor
+	c    *chain
+	p    *row
+	tx   pgx.Tx
+	seen map[common.Hash]bool
+
+	res    Result
+	events []event
+	sends  []send
+}
+
+// event is a state change to log and count after the commit.
+type event struct {
+	outcome string
+	step    string // transfer, approve, call, revoke
+	hash    common.Hash
+	attrs   []any
+}
+
+// send is a transaction to hand to the node after the commit.
+type send struct {
+	tx    *types.Transaction
+	step  string
+	first bool
+	// hashes are every signing of the nonce, to tell whether a "nonce too
+	// low" answer means ours was mined.
+	hashes []common.Hash
+}
+
+// process claims payout id, advances it one step, commits, and then
+// broadcasts what that step stored.
+func (e *Executor) process(parent context.Context, id int64, seen map[common.Hash]bool) Result {
+	ctx, cancel := context.WithTimeout(parent, rowTimeout)
+	defer cancel()
+	var res Result
+	fail := func(p *row, err error) Result {
+		if parent.Err() != nil {
+			return res // shutting down; the next run picks it up
+		}
+		res.Errors++
+		attrs := []any{"payout_id", id, "err", err}
+		if p != nil {
+			attrs = append(attrs, "session_id", p.sessionID, "kind", p.kind, "chain_id", p.chainID)
+			e.metrics.count(p.kind, outcomeError)
+		}
+		e.logger.WarnContext(parent, "payout step failed; will retry", attrs...)
+		if p != nil && p.status == "reverted" {
+			// Keep the revert reason of the call; revoke trouble is in
+			// the logs and the error count.
+			return res
+		}
+		// Its own deadline: the step's may be what ran out.
+		rctx, rcancel := context.WithTimeout(parent, 5*time.Second)
+		defer rcancel()
+		if err := recordError(rctx, e.pg, id, err.Error()); err != nil {
+			e.logger.WarnContext(parent, "recording payout error failed", "payout_id", id, "err", err)
+		}
+		return res
+	}
+
+	tx, err := e.pg.Begin(ctx)
+	if err != nil {
+		return fail(nil, fmt.Errorf("beginning transaction: %w", err))
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
+	p, err := claim(ctx, tx, id)
+	if errors.Is(err, errNotClaimed) {
+		res.Skipped++
+		return res
+	}
+	if err != nil {
+		_ = tx.Rollback(ctx)
+		return fail(p, err)
+	}
+	c, ok := e.chains[p.chainID]
+	if !ok {
+		res.Skipped++ // listed for another chain set; not ours to touch
+		return res
+	}
+	w := &work{e: e, c: c, p: p, tx: tx, seen: seen}
+	if err := w.run(ctx); err != nil {
+		_ = tx.Rollback(ctx)
+		return fail(p, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		// Nothing was broadcast: if the commit did land, the next pass
+		// finds the stored transaction and sends it.
+		return fail(p, fmt.Errorf("committing payout %d: %w", id, err))
+	}
+	res = w.res
+	for _, ev := range w.events {
+		e.emit(ctx, p, ev, &res)
+	}
+	for _, s := range w.sends {
+		e.broadcast(ctx, w.c, p, s, &res)
+	}
+	return res
+}
+
+// run dispatches on the payout's stage.
+func (w *work) run(ctx context.Context) error {
+	p := w.p
+	switch {
+	case p.status == "sent":
+		return w.follow(ctx)
+	case p.status == "reverted":
+		return w.revoke(ctx)
+	case !p.hasCalldata():
+		return w.signTransfer(ctx)
+	case p.approveHash == nil:
+		return w.signApprove(ctx)
+	default:
+		return w.followApprove(ctx)
+	}
+}
+
+// emit logs and counts a committed state change.
+func (e *Executor) emit(ctx context.Context, p *row, ev event, res *Result) {
+	msg := "payout " + ev.outcome
+	level := slog.LevelInfo
+	switch ev.outcome {
+	case outcomeSigned:
+		res.Signed++
+	case outcomeBumped:
+		res.Bumped++
+		msg = "payout transaction stuck; replaced with higher fees"
+	case outcomeMined:
+		res.Mined++
+	case outcomeReverted:
+		// The destination's decision, not a failure of ours: info, like
+		// mined.
+		res.Reverted++
+	case outcomeRevoked:
+		res.Revoked++
+		msg = "approval revoked after reverted call"
+	case outcomeError:
+		res.Errors++
+		level = slog.LevelWarn
+		msg = "payout revoke failed; signing a new one"
+	}
+	e.metrics.count(p.kind, ev.outcome)
+	attrs := append([]any{"payout_id", p.id, "session_id", p.sessionID, "kind", p.kind, "chain_id", p.chainID,
+		"step", ev.step, "tx_hash", ev.hash.Hex()}, ev.attrs...)
+	e.logger.Log(ctx, level, msg, attrs...)
+}
+
+// broadcast hands a stored transaction to the node. Failures are logged
+// and left for a later pass, which sends the same bytes again.
+func (e *Executor) broadcast(ctx context.Context, c *chain, p *row, s send, res *Result) {
+	if e.skipBroadcast {
+		return
+	}
+	hash := s.tx.Hash()
+	e.markSent(hash)
+	attrs := []any{"payout_id", p.id, "session_id", p.sessionID, "kind", p.kind, "chain_id", p.chainID, "step", s.step, "tx_hash", hash.Hex()}
+	err := c.client.SendTransaction(ctx, s.tx)
+	switch {
+	case err == nil:
+	case benignSendError(err):
+		e.logger.DebugContext(ctx, "node already has the payout transaction", attrs...)
+	case nonceTooLow(err):
+		if r, _, rerr := c.receipt(ctx, s.hashes); rerr == nil && r != nil {
+			e.logger.DebugContext(ctx, "payout transaction already mined", attrs...)
+			return
+		}
+		fallthrough
+	default:
+		res.Errors++
+		e.metrics.count(p.kind, outcomeError)
+		e.logger.WarnContext(ctx, "broadcasting payout transaction failed; the stored bytes will be sent again", append(attrs, "err", err)...)
+		return
+	}
+	if s.first {
+		res.Broadcast++
+		e.metrics.count(p.kind, outcomeBroadcast)
+	} else {
+		res.Rebroadcast++
+		e.metrics.count(p.kind, outcomeRebroadcast)
+	}
+}
+
+// signed queues the log line and first broadcast of a freshly stored
+// transaction.
+func (w *work) signed(step string, tx *types.Transaction, outcome string) {
+	w.seen[tx.Hash()] = true
+	w.events = append(w.events, event{outcome: outcome, step: step, hash: tx.Hash(), attrs: []any{"nonce", tx.Nonce()}})
+	w.sends = append(w.sends, send{tx: tx, step: step, first: true, hashes: []common.Hash{tx.Hash()}})
+}
+
+// rebroadcast queues the stored bytes of an unmined transaction for sending
+// again, if RebroadcastAfter passed since this process last sent them.
+func (w *work) rebroadcast(step string, raw []byte, hashes []common.Hash) error {
+	tx, err := decodeTx(raw)
+	if err != nil {
+		return err
+	}
+	if !w.e.dueForRebroadcast(tx.Hash(), w.seen) {
+		return nil
+	}
+	w.sends = append(w.sends, send{tx: tx, step: step, hashes: hashes})
+	return nil
+}
+
+func decodeTx(raw []byte) (*types.Transaction, error) {
+	if len(raw) == 0 {
+		return nil, errors.New("stored transaction is empty")
+	}
+	tx := new(types.Transaction)
+	if err := tx.UnmarshalBinary(raw); err != nil {
+		return nil, fmt.Errorf("decoding stored transaction: %w", err)
+	}
+	return tx, nil
+}
+
+// encode stores-ready form of a signed transaction.
+func encodeTx(tx *types.Transaction) ([]byte, error) {
+	raw, err := tx.MarshalBinary()
+	if err != nil {
+		return nil, fmt.Errorf("encoding signed transaction: %w", err)
+	}
+	return raw, nil
+}

@@ -1,0 +1,71 @@
+package payout
+
+import (
+	"context"
+	"fmt"
+	"math/big"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
+)
+
+// revoke withdraws the approval of a payout whose call reverted: the
+// reconciler refunds such a deposit, and an allowance left behind would
+// let the destination contract pull the amount as well. The payout stays
+// reverted; progress lives in revoke_*: revoke_tx_hash NULL means to sign,
+// revoke_raw_tx set means signed and not yet mined, and revoke_raw_tx
+// cleared (with revoke_tx_hash kept) means mined. approve(spender, 0) is
+// idempotent, so a failed revoke is simply signed again with a new nonce.
+func (w *work) revoke(ctx context.Context) error {
+	p := w.p
+	if p.revokeHash == nil {
+		return w.signRevoke(ctx)
+	}
+	if p.revokeNonce == nil {
+		return fmt.Errorf("payout %d has a revoke hash but no revoke_nonce", p.id)
+	}
+	hash := common.HexToHash(*p.revokeHash)
+	r, _, stolen, err := w.c.lookup(ctx, w.e.from, uint64(*p.revokeNonce), []common.Hash{hash})
+	if err != nil {
+		return err
+	}
+	switch {
+	case r == nil && !stolen:
+		w.seen[hash] = true
+		return w.rebroadcast("revoke", p.revokeRaw, []common.Hash{hash})
+	case r != nil && r.Status == types.ReceiptStatusSuccessful:
+		if _, err := w.tx.Exec(ctx, `UPDATE payouts SET revoke_raw_tx = NULL WHERE id = $1`, p.id); err != nil {
+			return fmt.Errorf("marking revoke mined: %w", err)
+		}
+		w.events = append(w.events, event{outcome: outcomeRevoked, step: "revoke", hash: hash, attrs: []any{"block", r.BlockNumber}})
+		return nil
+	}
+	why := "nonce used by another transaction"
+	if r != nil {
+		why = "reverted in block " + r.BlockNumber.String()
+	}
+	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET revoke_nonce = NULL, revoke_tx_hash = NULL, revoke_raw_tx = NULL WHERE id = $1`, p.id); err != nil {
+		return fmt.Errorf("clearing failed revoke: %w", err)
+	}
+	w.events = append(w.events, event{outcome: outcomeError, step: "revoke", hash: hash, attrs: []any{"error", why}})
+	return nil
+}
+
+func (w *work) signRevoke(ctx context.Context) error {
+	p := w.p
+	data := approveData(p.to, new(big.Int))
+	gas, err := w.c.estimate(ctx, w.e.from, p.token, data)
+	if err != nil {
+		return fmt.Errorf("revoking approval of %s: %w", p.to.Hex(), err)
+	}
+	tx, raw, err := w.sign(ctx, spendNothing, p.token, data, gas)
+	if err != nil {
+		return err
+	}
+	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET revoke_nonce = $2, revoke_tx_hash = $3, revoke_raw_tx = $4 WHERE id = $1`,
+		p.id, int64(tx.Nonce()), tx.Hash().Hex(), raw); err != nil {
+		return fmt.Errorf("storing signed revoke: %w", err)
+	}
+	w.signed("revoke", tx, outcomeSigned)
+	return nil
+}

@@ -1,0 +1,207 @@
+package payout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/big"
+	"strings"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// openCondition selects the payouts the executor still has work on:
+// pending (to sign), sent (to follow), and reverted calls whose approval is
+// not yet revoked (revoke_raw_tx is cleared once the revoke is mined).
+const openCondition = `(status IN ('pending', 'sent')
+	OR (status = 'reverted' AND calldata IS NOT NULL AND tx_hash IS NOT NULL
+	    AND (revoke_tx_hash IS NULL OR revoke_raw_tx IS NOT NULL)))`
+
+// listBatch bounds the payouts one pass looks at.
+const listBatch = 1000
+
+// listOpen returns the ids of open payouts on the given chains, oldest
+// first. Nothing is locked: each is claimed on its own later.
+func listOpen(ctx context.Context, pg *pgxpool.Pool, chainIDs []int64) ([]int64, error) {
+	rows, err := pg.Query(ctx, `SELECT id FROM payouts WHERE chain_id = ANY($1) AND `+openCondition+` ORDER BY id LIMIT $2`,
+		chainIDs, listBatch)
+	if err != nil {
+		return nil, fmt.Errorf("listing open payouts: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("listing open payouts: %w", err)
+	}
+	return ids, nil
+}
+
+// row is a claimed payout.
+type row struct {
+	id        int64
+	sessionID string
+	kind      string
+	chainID   uint64
+	token     common.Address
+	to        common.Address
+	amount    *big.Int
+	// calldata is nil for a plain transfer.
+	calldata []byte
+	status   string
+
+	approveNonce *int64
+	approveHash  *string
+	approveRaw   []byte
+	nonce        *int64
+	txHash       *string
+	rawTx        []byte
+	prior        []string
+	revokeNonce  *int64
+	revokeHash   *string
+	revokeRaw    []byte
+	// sentAge is how long ago the current signing was stored, by the
+	// database clock, so executors on different hosts agree.
+	sentAge time.Duration
+}
+
+// errNotClaimed means the payout is locked by another executor or no
+// longer open.
+var errNotClaimed = errors.New("payout not claimed")
+
+// claim locks payout id if it is still open and nobody else holds it.
+func claim(ctx context.Context, tx pgx.Tx, id int64) (*row, error) {
+	const q = `SELECT id, session_id, kind, chain_id, token, to_address, amount::text, calldata, status,
+		approve_nonce, approve_tx_hash, approve_raw_tx, nonce, tx_hash, raw_tx, prior_tx_hashes,
+		revoke_nonce, revoke_tx_hash, revoke_raw_tx,
+		coalesce(extract(epoch FROM now() - sent_at), 0)::float8
+		FROM payouts WHERE id = $1 AND ` + openCondition + ` FOR UPDATE SKIP LOCKED`
+	var (
+		p                 row
+		chainID           int64
+		token, to, amount string
+		calldata          *string
+		age               float64
+	)
+	err := tx.QueryRow(ctx, q, id).Scan(&p.id, &p.sessionID, &p.kind, &chainID, &token, &to, &amount, &calldata, &p.status,
+		&p.approveNonce, &p.approveHash, &p.approveRaw, &p.nonce, &p.txHash, &p.rawTx, &p.prior,
+		&p.revokeNonce, &p.revokeHash, &p.revokeRaw, &age)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, errNotClaimed
+	}
+	if err != nil {
+		return nil, fmt.Errorf("claiming payout %d: %w", id, err)
+	}
+	p.chainID = uint64(chainID)
+	p.sentAge = time.Duration(age * float64(time.Second))
+	// A malformed row is reported, not guessed at: the reconciler wrote
+	// it, and paying a misread address cannot be undone.
+	if !common.IsHexAddress(token) || !common.IsHexAddress(to) {
+		return &p, fmt.Errorf("payout %d: token %q or to_address %q is not an EVM address", id, token, to)
+	}
+	p.token, p.to = common.HexToAddress(token), common.HexToAddress(to)
+	var ok bool
+	if p.amount, ok = new(big.Int).SetString(amount, 10); !ok {
+		return &p, fmt.Errorf("payout %d: amount %q is not an integer", id, amount)
+	}
+	if err := checkAmount(p.amount); err != nil {
+		return &p, fmt.Errorf("payout %d: %w", id, err)
+	}
+	if calldata != nil {
+		if p.calldata, err = hexutil.Decode(*calldata); err != nil {
+			return &p, fmt.Errorf("payout %d: calldata is not 0x-hex: %w", id, err)
+		}
+		if len(p.calldata) == 0 {
+			// Decode yields an empty, non-nil slice; keep "has calldata"
+			// distinct from a plain transfer.
+			p.calldata = []byte{}
+		}
+	}
+	return &p, nil
+}
+
+// hasCalldata reports whether the payout calls a contract (approve + call).
+func (p *row) hasCalldata() bool { return p.calldata != nil }
+
+// recordError stores why the last attempt on payout id failed, without
+// waiting for a lock another executor holds (it will record its own).
+func recordError(ctx context.Context, pg *pgxpool.Pool, id int64, msg string) error {
+	_, err := pg.Exec(ctx, `UPDATE payouts SET error = $2
+		WHERE id = (SELECT id FROM payouts WHERE id = $1 FOR UPDATE SKIP LOCKED)`, id, msg)
+	if err != nil {
+		return fmt.Errorf("recording error of payout %d: %w", id, err)
+	}
+	return nil
+}
+
+func hexAddr(a common.Address) string { return strings.ToLower(a.Hex()) }
+
+// lockNonce locks the treasury's nonce row on a chain, creating it when
+// missing, and returns the stored next nonce. The lock is held until the
+// transaction ends, which serialises all signing per chain and treasury.
+func lockNonce(ctx context.Context, tx pgx.Tx, chainID uint64, from common.Address) (uint64, error) {
+	const sel = `SELECT next_nonce FROM treasury_nonces WHERE chain_id = $1 AND address = $2 FOR UPDATE`
+	var next int64
+	err := tx.QueryRow(ctx, sel, int64(chainID), hexAddr(from)).Scan(&next)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// Start at 0; the caller jumps to the chain's pending nonce. Two
+		// executors inserting at once: the second waits, then does nothing.
+		if _, err = tx.Exec(ctx, `INSERT INTO treasury_nonces (chain_id, address, next_nonce) VALUES ($1, $2, 0)
+			ON CONFLICT DO NOTHING`, int64(chainID), hexAddr(from)); err != nil {
+			return 0, fmt.Errorf("creating nonce row of chain %d: %w", chainID, err)
+		}
+		err = tx.QueryRow(ctx, sel, int64(chainID), hexAddr(from)).Scan(&next)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("locking nonce of chain %d: %w", chainID, err)
+	}
+	return uint64(next), nil
+}
+
+func storeNonce(ctx context.Context, tx pgx.Tx, chainID uint64, from common.Address, next uint64) error {
+	if _, err := tx.Exec(ctx, `UPDATE treasury_nonces SET next_nonce = $3 WHERE chain_id = $1 AND address = $2`,
+		int64(chainID), hexAddr(from), int64(next)); err != nil {
+		return fmt.Errorf("storing next nonce of chain %d: %w", chainID, err)
+	}
+	return nil
+}
+
+// inFlight sums the amounts of token that other payouts have signed away
+// but the chain may not show yet: sent transfers and calls, and approvals
+// a call will pull from. Read under the nonce lock, it includes every
+// signing committed before ours.
+func inFlight(ctx context.Context, tx pgx.Tx, p *row) (*big.Int, error) {
+	var sum string
+	err := tx.QueryRow(ctx, `SELECT coalesce(sum(amount), 0)::text FROM payouts
+		WHERE chain_id = $1 AND lower(token) = $2 AND id <> $3
+		  AND (status = 'sent' OR (status = 'pending' AND approve_tx_hash IS NOT NULL))`,
+		int64(p.chainID), hexAddr(p.token), p.id).Scan(&sum)
+	if err != nil {
+		return nil, fmt.Errorf("summing payouts in flight: %w", err)
+	}
+	v, ok := new(big.Int).SetString(sum, 10)
+	if !ok {
+		return nil, fmt.Errorf("summing payouts in flight: bad sum %q", sum)
+	}
+	return v, nil
+}
+
+// approvalBusy reports whether another payout's approval of the same
+// contract on the same token is still live (approved, called, or awaiting
+// its revoke). approve sets rather than adds, so two overlapping approvals
+// of one spender could let it pull more than either payout meant, or a late
+// revoke could cancel the next payout's approval.
+func approvalBusy(ctx context.Context, tx pgx.Tx, p *row) (bool, error) {
+	var busy bool
+	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM payouts
+		WHERE chain_id = $1 AND lower(token) = $2 AND lower(to_address) = $3 AND id <> $4 AND calldata IS NOT NULL
+		  AND ((status = 'pending' AND approve_tx_hash IS NOT NULL) OR status = 'sent'
+		       OR (status = 'reverted' AND tx_hash IS NOT NULL AND (revoke_tx_hash IS NULL OR revoke_raw_tx IS NOT NULL))))`,
+		int64(p.chainID), hexAddr(p.token), hexAddr(p.to), p.id).Scan(&busy)
+	if err != nil {
+		return false, fmt.Errorf("checking other approvals of %s: %w", p.to, err)
+	}
+	return busy, nil
+}

@@ -42,6 +42,9 @@ type Config struct {
 	// ReceiverCreated, if set, is called after a new receiver is committed
 	// (the ClickHouse mirror uses it to copy the row promptly).
 	ReceiverCreated func()
+	// TxHint, if set, looks up a payer's transaction hint (PUT check with
+	// a txHash) on chain and attributes it at once.
+	TxHint func(ctx context.Context, sessionID, txHash string) error
 	// Ready lists dependency checks for /readyz, by name.
 	Ready map[string]func(context.Context) error
 	// SessionTTL is how long a new session stays open; default one hour.

@@ -223,9 +223,9 @@ func conflictMessage(err error) string {
 // a Solana signature (base58, 64 bytes: 86 to 88 characters).
 var txHashPattern = regexp.MustCompile(`^(0x)?[0-9a-fA-F]{64}$|^[1-9A-HJ-NP-Za-km-z]{86,88}$`)
 
-// checkSession answers a status poll. The txHash hint is validated here;
-// acting on it (looking the transaction up on its chain ahead of the
-// indexer) belongs to the reconciler.
+// checkSession answers a status poll. With a txHash hint it first asks the
+// reconciler to look that transaction up on chain (TxHint), so a payer who
+// says "I paid" sees processing without waiting for the indexer.
 func (s *Server) checkSession(w http.ResponseWriter, r *http.Request) error {
 	var req checkRequest
 	if err := decodeJSON(w, r, &req); err != nil {
@@ -237,6 +237,15 @@ func (s *Server) checkSession(w http.ResponseWriter, r *http.Request) error {
 	}
 	if req.TxHash != "" && !txHashPattern.MatchString(req.TxHash) {
 		return validationf("txHash", "invalid_tx_hash", "txHash must be a 0x-prefixed 32-byte hex hash or a base58 Solana signature.")
+	}
+	if req.TxHash != "" && s.cfg.TxHint != nil && ss.Status.Expirable() && strings.HasPrefix(req.TxHash, "0x") {
+		// A hint that cannot be looked up (node down, unknown tx) changes
+		// nothing: the indexer will still find the deposit.
+		if err := s.cfg.TxHint(r.Context(), ss.ID, strings.ToLower(req.TxHash)); err != nil {
+			s.logger.WarnContext(r.Context(), "looking up the txHash hint failed", "session_id", ss.ID, "err", err)
+		} else if ss, err = s.cfg.Store.GetSession(r.Context(), ss.ID); err != nil {
+			return err
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"session": publicView(ss, ss.StatusAt(s.cfg.Now()))})
 	return nil

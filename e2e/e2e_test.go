@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/shopspring/decimal"
 
+	"github.com/settle-dev/settle/docs/finance"
 	"github.com/settle-dev/settle/internal/anvil"
 )
 
@@ -213,5 +215,109 @@ func TestReorgedDepositDoesNotSucceed(t *testing.T) {
 	var payouts int
 	if err := s.db.PG.QueryRow(ctx, `SELECT count(*) FROM payouts`).Scan(&payouts); err != nil || payouts != 0 {
 		t.Errorf("payouts = %d (%v), want none", payouts, err)
+	}
+}
+
+// PUT check with a txHash attributes the deposit at once, before any
+// indexer has seen it; when the indexer catches up the same deposit is not
+// applied again.
+func TestCheckWithTxHashAttributesAtOnce(t *testing.T) {
+	s := newStack(t, options{deferIndexers: true})
+	id, secret, recv := s.session(evmDest(chainB, s.usdcB, anvil.DevAddress(7), "2"), nil)
+	tx := s.pay(s.a, s.usdcA, recv, 2_000_000)
+	time.Sleep(500 * time.Millisecond)
+	if st := s.get(id)["status"]; st != "waiting_payment" {
+		t.Fatalf("status %v with no indexer running, want waiting_payment", st)
+	}
+	code, out := s.do("PUT", "/v1/sessions/"+id+"/check", map[string]any{"clientSecret": secret, "txHash": tx.Hex()}, false)
+	if code != 200 {
+		t.Fatalf("check: %d %v", code, out)
+	}
+	sess := out["session"].(map[string]any)
+	if sess["status"] != "processing" {
+		t.Fatalf("check with txHash answered %v, want processing at once", sess["status"])
+	}
+	if src := sess["paymentMethod"].(map[string]any)["source"].(map[string]any); src["txHash"] != strings.ToLower(tx.Hex()) {
+		t.Errorf("source = %v", src)
+	}
+	s.startIndexers()
+	s.waitStatus(id, "succeeded", 60*time.Second)
+	var deposits int
+	if err := s.db.PG.QueryRow(context.Background(), `SELECT count(*) FROM deposits`).Scan(&deposits); err != nil || deposits != 1 {
+		t.Errorf("deposits = %d (%v), want 1", deposits, err)
+	}
+}
+
+// The README's finance queries, run against a real scenario: one exact
+// deposit, one overpayment, one look-alike token.
+func TestFinanceQueries(t *testing.T) {
+	s := newStack(t, options{})
+	dest := anvil.DevAddress(7)
+	exact, _, recvExact := s.session(evmDest(chainB, s.usdcB, dest, "10"), nil)
+	over, _, recvOver := s.session(evmDest(chainB, s.usdcB, dest, "10"), nil)
+	fake, _, recvFake := s.session(evmDest(chainB, s.usdcB, dest, "10"), nil)
+	s.pay(s.a, s.usdcA, recvExact, 10_000_000)
+	s.pay(s.a, s.usdcA, recvOver, 12_500_000)
+	fakeTx := s.pay(s.a, s.fakeA, recvFake, 9_000_000)
+	s.waitStatus(exact, "succeeded", 60*time.Second)
+	s.waitStatus(over, "succeeded", 60*time.Second)
+	s.ledger(over, 3)
+	s.ledger(fake, 1)
+	ctx := context.Background()
+
+	rows, err := s.db.CH.Query(ctx, finance.VolumePerDay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var deposits uint64
+	var units decimal.Decimal
+	for rows.Next() {
+		var day time.Time
+		var merchant, symbol, token string
+		var chainID, n uint64
+		var u decimal.Decimal
+		if err := rows.Scan(&day, &merchant, &chainID, &symbol, &token, &n, &u); err != nil {
+			t.Fatal(err)
+		}
+		if chainID != chainA || symbol != "USDC" {
+			t.Errorf("volume row for chain %d %s", chainID, symbol)
+		}
+		deposits += n
+		units = units.Add(u)
+	}
+	rows.Close()
+	if deposits != 2 || units.String() != "22500000" {
+		t.Errorf("volume: %d deposits, %s units; want 2 and 22500000", deposits, units)
+	}
+
+	rows, err = s.db.CH.Query(ctx, finance.UnaccountedTransfers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var unaccounted []string
+	for rows.Next() {
+		var chainID, block uint64
+		var tx, token, from, to, amount, session string
+		var logIndex uint32
+		if err := rows.Scan(&chainID, &block, &tx, &logIndex, &token, &from, &to, &amount, &session); err != nil {
+			t.Fatal(err)
+		}
+		unaccounted = append(unaccounted, tx+" "+amount+" "+session)
+	}
+	rows.Close()
+	if want := strings.ToLower(fakeTx.Hex()) + " 9000000 " + fake; len(unaccounted) != 1 || unaccounted[0] != want {
+		t.Errorf("unaccounted = %q, want [%q]", unaccounted, want)
+	}
+
+	var id string
+	var in, delivered, refunded, held, variance decimal.Decimal
+	err = s.db.CH.QueryRow(ctx, strings.ReplaceAll(finance.SessionStatement, "SESSION_ID", over)).Scan(&id, &in, &delivered, &refunded, &held, &variance)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e12 := decimal.New(1, 12)
+	if !in.Equal(decimal.NewFromInt(12_500_000).Mul(e12)) || !delivered.Equal(decimal.NewFromInt(10_000_000).Mul(e12)) ||
+		!refunded.IsZero() || !held.Equal(decimal.NewFromInt(2_500_000).Mul(e12)) || !variance.Equal(held) {
+		t.Errorf("statement of the overpaid session: in %s delivered %s refunded %s held %s variance %s", in, delivered, refunded, held, variance)
 	}
 }

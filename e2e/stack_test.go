@@ -17,6 +17,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -50,6 +51,9 @@ type options struct {
 	// external: the reconciler and payout executor run as separate
 	// processes the test starts itself.
 	external bool
+	// deferIndexers: the indexers start only when the test calls
+	// startIndexers.
+	deferIndexers bool
 }
 
 type stack struct {
@@ -64,6 +68,9 @@ type stack struct {
 	url, key string
 	reg      *prometheus.Registry
 	rec      *reconciler.Reconciler
+	// startIndexers starts the indexers (once) when deferIndexers is set.
+	startIndexers func()
+	clients       map[uint64]reconciler.TxReader
 }
 
 func startAnvil(t *testing.T, id uint64) *anvil.Node {
@@ -150,14 +157,22 @@ func newStack(t *testing.T, o options) *stack {
 	runCtx, cancel := context.WithCancel(context.Background())
 	g, gctx := errgroup.WithContext(runCtx)
 	mir := mirror.New(mirror.Config{Store: st, ClickHouse: s.db.CH, Interval: 100 * time.Millisecond})
+	hinter, err := reconciler.New(reconciler.Config{Chains: registry, Postgres: s.db.PG, ClickHouse: s.db.CH})
+	must(err)
+	hint := func(ctx context.Context, id, tx string) error {
+		_, err := hinter.AttributeTx(ctx, s.clients, id, tx)
+		return err
+	}
 	srv, err := api.New(api.Config{Chains: registry, Store: st, EVMReceivers: receivers, ReceiverCreated: mir.Kick,
-		SessionTTL: o.sessionTTL, Logger: logger, Registerer: s.reg, Gatherer: s.reg})
+		TxHint: hint, SessionTTL: o.sessionTTL, Logger: logger, Registerer: s.reg, Gatherer: s.reg})
 	must(err)
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
 	s.url = ts.URL
 	g.Go(func() error { return mir.Run(gctx) })
 	clients := map[uint64]payout.ChainClient{}
+	s.clients = map[uint64]reconciler.TxReader{}
+	var indexers []*indexer.Runner
 	for _, n := range []*anvil.Node{s.a, s.b} {
 		src, err := evm.New(ctx, evm.Config{URL: n.URL(), ChainName: fmt.Sprint(n.ChainID()), Registerer: s.reg})
 		must(err)
@@ -165,10 +180,22 @@ func newStack(t *testing.T, o options) *stack {
 			Postgres: s.db.PG, ClickHouse: s.db.CH, PollInterval: 50 * time.Millisecond, FlushInterval: 50 * time.Millisecond,
 			Logger: logger, Registerer: s.reg})
 		must(err)
-		g.Go(func() error { return r.Run(gctx) })
+		indexers = append(indexers, r)
 		c, err := ethclient.Dial(n.URL())
 		must(err)
 		clients[n.ChainID()] = c
+		s.clients[n.ChainID()] = c
+	}
+	var once sync.Once
+	s.startIndexers = func() {
+		once.Do(func() {
+			for _, r := range indexers {
+				g.Go(func() error { return r.Run(gctx) })
+			}
+		})
+	}
+	if !o.deferIndexers {
+		s.startIndexers()
 	}
 	s.rec, err = reconciler.New(reconciler.Config{Chains: registry, Postgres: s.db.PG, ClickHouse: s.db.CH,
 		Treasury: treasury.Hex(), Logger: logger, Registerer: s.reg, Interval: 50 * time.Millisecond,

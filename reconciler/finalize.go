@@ -153,7 +153,7 @@ func (r *Reconciler) unapply(ctx context.Context, c *chain.Chain, id int64) erro
 		}
 		tok, _ := c.Token(d.Token)
 		if err := recordLedger(ctx, tx, entry{
-			EntryID: fmt.Sprintf("unapply:%d:%s:%s:%d", d.ChainID, d.BlockHash, d.TxHash, d.LogIndex), Kind: "unapply", Reason: "reorg",
+			EntryID: fmt.Sprintf("unapply:%d:%s:%s:%d", d.ChainID, d.BlockHash, d.TxHash, d.LogIndex), Kind: "unapply", Reason: unapplyReason(credited),
 			SessionID: s.id, MerchantID: s.merchantID, ChainID: d.ChainID, Token: d.Token, Symbol: tok.Symbol, Decimals: tok.Decimals,
 			From: d.From, To: d.To, TxHash: d.TxHash, LogIndex: d.LogIndex, BlockNumber: d.BlockNumber, Amount: d.Amount, EventTime: d.BlockTime,
 		}); err != nil {
@@ -273,4 +273,13 @@ func (r *Reconciler) confirmPayout(ctx context.Context, id int64) error {
 		r.logger.InfoContext(ctx, "payout final on chain", "session_id", sessionID, "kind", kind)
 	}
 	return nil
+}
+
+// unapplyReason tells a removed credited deposit from a removed exception,
+// so statements subtract it from the right column.
+func unapplyReason(credited bool) string {
+	if credited {
+		return "reorg"
+	}
+	return "reorg_exception"
 }

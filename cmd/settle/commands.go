@@ -11,11 +11,13 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/ethereum/go-ethereum/ethclient"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/settle-dev/settle/api"
+	"github.com/settle-dev/settle/internal/chain"
 	"github.com/settle-dev/settle/internal/hdwallet"
 	"github.com/settle-dev/settle/internal/mirror"
 	"github.com/settle-dev/settle/internal/store"
@@ -65,11 +67,16 @@ func apiGroup(ctx context.Context, g *errgroup.Group, cfg *fileConfig, pg *pgxpo
 	}
 	st := store.New(pg)
 	m := mirror.New(mirror.Config{Store: st, ClickHouse: ch, Logger: logger})
+	hint, err := txHint(ctx, cfg, chains, pg, ch, logger)
+	if err != nil {
+		return nil, err
+	}
 	srv, err := api.New(api.Config{
 		Chains:          chains,
 		Store:           st,
 		EVMReceivers:    receivers,
 		ReceiverCreated: m.Kick,
+		TxHint:          hint,
 		Ready: map[string]func(context.Context) error{
 			"postgres":   pg.Ping,
 			"clickhouse": ch.Ping,
@@ -228,4 +235,31 @@ func cmdKeysNew(stdout io.Writer) error {
 		"Fund the treasury with gas and the destination tokens on every chain it pays on.\n",
 		hex.EncodeToString(seed), xpub, crypto.PubkeyToAddress(tk.PublicKey).Hex())
 	return nil
+}
+
+// txHint returns the check endpoint's transaction lookup: a reconciler that
+// is never Run, used only to apply one transaction's transfers, with a
+// client per EVM chain that has an rpc_url. Nil when there is none.
+func txHint(ctx context.Context, cfg *fileConfig, chains *chain.Registry, pg *pgxpool.Pool, ch driver.Conn, logger *slog.Logger) (func(context.Context, string, string) error, error) {
+	clients := map[uint64]reconciler.TxReader{}
+	for _, c := range cfg.Chains {
+		if c.Family == "evm" && c.RPCURL != "" {
+			cl, err := ethclient.DialContext(ctx, c.RPCURL)
+			if err != nil {
+				return nil, fmt.Errorf("chain %s: %w", c.Name, err)
+			}
+			clients[c.ID] = cl
+		}
+	}
+	if len(clients) == 0 {
+		return nil, nil
+	}
+	r, err := reconciler.New(reconciler.Config{Chains: chains, Postgres: pg, ClickHouse: ch, Logger: logger, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context, sessionID, txHash string) error {
+		_, err := r.AttributeTx(ctx, clients, sessionID, txHash)
+		return err
+	}, nil
 }

@@ -84,27 +84,33 @@ func deployDevTokens(ctx context.Context, n *anvil.Node, cc chainConfig, treasur
 		if err != nil {
 			return fmt.Errorf("checking token %s: %w", t.Symbol, err)
 		}
-		if len(code) > 0 {
-			continue
+		if len(code) == 0 {
+			got, err := n.DeployTestToken(ctx, anvil.DevKeys[0], "Test "+t.Symbol, t.Symbol, t.Decimals)
+			if err != nil {
+				return fmt.Errorf("deploying test %s: %w", t.Symbol, err)
+			}
+			if got != want {
+				return fmt.Errorf("test %s deployed at %s, but the config expects %s (run `make dev-clean` to start the chains afresh)",
+					t.Symbol, got.Hex(), t.Address)
+			}
+			logger.Info("deployed dev token", "chain", cc.Name, "symbol", t.Symbol, "address", strings.ToLower(got.Hex()))
 		}
-		got, err := n.DeployTestToken(ctx, anvil.DevKeys[0], "Test "+t.Symbol, t.Symbol, t.Decimals)
-		if err != nil {
-			return fmt.Errorf("deploying test %s: %w", t.Symbol, err)
-		}
-		if got != want {
-			return fmt.Errorf("test %s deployed at %s, but the config expects %s (delete %s state files to start the chain afresh)",
-				t.Symbol, got.Hex(), t.Address, "anvil-*.json")
-		}
-		// Fund the dev payer so `settle dev` users can send deposits, and
-		// the treasury so it can deliver.
-		amount := new(big.Int).Mul(big.NewInt(1_000_000), new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(t.Decimals)), nil))
+		// Keep the dev payer able to send deposits and the treasury able
+		// to deliver: top both up to a million tokens when low.
+		unit := new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(t.Decimals)), nil)
+		million := new(big.Int).Mul(big.NewInt(1_000_000), unit)
 		for _, to := range []common.Address{anvil.DevAddress(devPayer), treasury} {
-			if _, err := n.Mint(ctx, anvil.DevKeys[0], want, to, amount); err != nil {
+			bal, err := n.BalanceOf(ctx, want, to)
+			if err != nil {
+				return fmt.Errorf("reading %s balance: %w", t.Symbol, err)
+			}
+			if bal.Cmp(new(big.Int).Div(million, big.NewInt(10))) >= 0 {
+				continue
+			}
+			if _, err := n.Mint(ctx, anvil.DevKeys[0], want, to, million); err != nil {
 				return fmt.Errorf("funding %s: %w", to.Hex(), err)
 			}
 		}
-		logger.Info("deployed dev token", "chain", cc.Name, "symbol", t.Symbol, "address", strings.ToLower(got.Hex()),
-			"payer", anvil.DevAddress(devPayer).Hex())
 	}
 	return nil
 }

@@ -28,6 +28,7 @@ Usage:
   settle indexer -chain NAME [-config FILE]      index one chain's token transfers into ClickHouse
   settle dev         [-config FILE]              run everything locally with a demo merchant
   settle dev pay [-chain NAME] SESSION_ID AMOUNT send a dev payer's deposit and follow the session
+  settle dev latency [-n 20]                     measure block→processing and block→succeeded on the dev stack
   settle merchant create -name NAME [-config FILE]   create a merchant and its first API key
   settle apikey create -merchant ID [-config FILE]   create another API key for a merchant
   settle keys new                                generate a master seed and its receiver xpub
@@ -56,7 +57,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return flag.ErrHelp
 	}
 	cmd, args := args[0], args[1:]
-	if (cmd == "merchant" || cmd == "apikey" || cmd == "keys" || cmd == "dev" && len(args) > 0 && args[0] == "pay") && len(args) > 0 {
+	if (cmd == "merchant" || cmd == "apikey" || cmd == "keys" || cmd == "dev" && len(args) > 0 && (args[0] == "pay" || args[0] == "latency")) && len(args) > 0 {
 		cmd, args = cmd+" "+args[0], args[1:]
 	}
 	switch cmd {
@@ -74,6 +75,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdDev(ctx, args, stdout, stderr)
 	case "dev pay":
 		return cmdDevPay(ctx, args, stdout, stderr)
+	case "dev latency":
+		return cmdDevLatency(ctx, args, stdout, stderr)
 	case "merchant create":
 		return cmdMerchantCreate(ctx, args, stdout, stderr)
 	case "apikey create":

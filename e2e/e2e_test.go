@@ -261,6 +261,8 @@ func TestFinanceQueries(t *testing.T) {
 	fakeTx := s.pay(s.a, s.fakeA, recvFake, 9_000_000)
 	s.waitStatus(exact, "succeeded", 60*time.Second)
 	s.waitStatus(over, "succeeded", 60*time.Second)
+	// The ledger reaches ClickHouse shortly after the decisions.
+	s.ledger(exact, 2)
 	s.ledger(over, 3)
 	s.ledger(fake, 1)
 	ctx := context.Background()

@@ -14,7 +14,6 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -31,6 +30,7 @@ import (
 	"github.com/settle-dev/settle/indexer"
 	"github.com/settle-dev/settle/indexer/evm"
 	"github.com/settle-dev/settle/internal/anvil"
+	"github.com/settle-dev/settle/internal/anvil/anviltest"
 	"github.com/settle-dev/settle/internal/chain"
 	"github.com/settle-dev/settle/internal/dbtest"
 	"github.com/settle-dev/settle/internal/hdwallet"
@@ -73,25 +73,6 @@ type stack struct {
 	clients       map[uint64]reconciler.TxReader
 }
 
-func startAnvil(t *testing.T, id uint64) *anvil.Node {
-	t.Helper()
-	bin, err := anvil.FindBinary()
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	n, err := anvil.Start(ctx, anvil.Config{Binary: bin, ChainID: id, BlockTime: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = n.Close() })
-	return n
-}
-
 func newStack(t *testing.T, o options) *stack {
 	t.Helper()
 	if o.sessionTTL == 0 {
@@ -101,7 +82,8 @@ func newStack(t *testing.T, o options) *stack {
 		o.finalityDepth = 3
 	}
 	s := &stack{t: t, db: dbtest.Migrated(t), reg: prometheus.NewRegistry()}
-	s.a, s.b = startAnvil(t, chainA), startAnvil(t, chainB)
+	s.a = anviltest.Start(t, anvil.Config{ChainID: chainA, BlockTime: 200 * time.Millisecond})
+	s.b = anviltest.Start(t, anvil.Config{ChainID: chainB, BlockTime: 200 * time.Millisecond})
 	ctx := context.Background()
 	must := func(err error) {
 		t.Helper()

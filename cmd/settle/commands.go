@@ -30,20 +30,12 @@ func cmdMigrate(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	logger, err := newLogger(cfg, stderr)
+	d, err := openDeps(ctx, cfg, stderr, true)
 	if err != nil {
 		return err
 	}
-	pg, err := openPostgres(ctx, cfg.PostgresURL)
-	if err != nil {
-		return err
-	}
-	defer pg.Close()
-	ch, err := openClickHouse(ctx, cfg.ClickHouseURL)
-	if err != nil {
-		return err
-	}
-	defer ch.Close()
+	defer d.Close()
+	logger, pg, ch := d.logger, d.pg, d.ch
 	res, err := schema.Migrate(ctx, pg, ch, logger)
 	if err != nil {
 		return err
@@ -108,20 +100,12 @@ func cmdAPI(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	logger, err := newLogger(cfg, stderr)
+	d, err := openDeps(ctx, cfg, stderr, true)
 	if err != nil {
 		return err
 	}
-	pg, err := openPostgres(ctx, cfg.PostgresURL)
-	if err != nil {
-		return err
-	}
-	defer pg.Close()
-	ch, err := openClickHouse(ctx, cfg.ClickHouseURL)
-	if err != nil {
-		return err
-	}
-	defer ch.Close()
+	defer d.Close()
+	logger, pg, ch := d.logger, d.pg, d.ch
 	g, gctx := errgroup.WithContext(ctx)
 	if _, err := apiGroup(gctx, g, cfg, pg, ch, logger, newRegistry()); err != nil {
 		return err
@@ -134,20 +118,12 @@ func cmdReconciler(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	logger, err := newLogger(cfg, stderr)
+	d, err := openDeps(ctx, cfg, stderr, true)
 	if err != nil {
 		return err
 	}
-	pg, err := openPostgres(ctx, cfg.PostgresURL)
-	if err != nil {
-		return err
-	}
-	defer pg.Close()
-	ch, err := openClickHouse(ctx, cfg.ClickHouseURL)
-	if err != nil {
-		return err
-	}
-	defer ch.Close()
+	defer d.Close()
+	logger, pg, ch := d.logger, d.pg, d.ch
 	reg := newRegistry()
 	g, gctx := errgroup.WithContext(ctx)
 	expiryGroup(gctx, g, pg, logger, reg)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,6 +16,40 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
+
+// deps are the logger and database connections a command works with.
+type deps struct {
+	logger *slog.Logger
+	pg     *pgxpool.Pool
+	ch     driver.Conn // nil unless asked for
+}
+
+// openDeps builds the logger and opens Postgres, and ClickHouse when withCH.
+func openDeps(ctx context.Context, cfg *fileConfig, stderr io.Writer, withCH bool) (*deps, error) {
+	logger, err := newLogger(cfg, stderr)
+	if err != nil {
+		return nil, err
+	}
+	d := &deps{logger: logger}
+	if d.pg, err = openPostgres(ctx, cfg.PostgresURL); err != nil {
+		return nil, err
+	}
+	if withCH {
+		if d.ch, err = openClickHouse(ctx, cfg.ClickHouseURL); err != nil {
+			d.pg.Close()
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// Close closes what openDeps opened.
+func (d *deps) Close() {
+	if d.ch != nil {
+		d.ch.Close()
+	}
+	d.pg.Close()
+}
 
 func openPostgres(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	if url == "" {

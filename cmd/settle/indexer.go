@@ -31,20 +31,12 @@ func cmdIndexer(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	logger, err := newLogger(cfg, stderr)
+	d, err := openDeps(ctx, cfg, stderr, true)
 	if err != nil {
 		return err
 	}
-	pg, err := openPostgres(ctx, cfg.PostgresURL)
-	if err != nil {
-		return err
-	}
-	defer pg.Close()
-	ch, err := openClickHouse(ctx, cfg.ClickHouseURL)
-	if err != nil {
-		return err
-	}
-	defer ch.Close()
+	defer d.Close()
+	logger, pg, ch := d.logger, d.pg, d.ch
 	reg := newRegistry()
 	g, gctx := errgroup.WithContext(ctx)
 	if err := indexerGroup(gctx, g, cc, pg, ch, logger, reg); err != nil {

@@ -118,24 +118,20 @@ func cmdDelivery(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	logger, err := newLogger(cfg, stderr)
-	if err != nil {
-		return err
-	}
 	key, err := treasuryKey(cfg)
 	if err != nil {
 		return err
 	}
-	pg, err := openPostgres(ctx, cfg.PostgresURL)
+	d, err := openDeps(ctx, cfg, stderr, false)
 	if err != nil {
 		return err
 	}
-	defer pg.Close()
+	defer d.Close()
 	reg := newRegistry()
 	g, gctx := errgroup.WithContext(ctx)
-	if err := deliveryGroup(gctx, g, cfg, pg, key, logger, reg); err != nil {
+	if err := deliveryGroup(gctx, g, cfg, d.pg, key, d.logger, reg); err != nil {
 		return err
 	}
-	g.Go(func() error { return serveMetrics(gctx, cfg.Delivery.MetricsListen, reg, logger) })
+	g.Go(func() error { return serveMetrics(gctx, cfg.Delivery.MetricsListen, reg, d.logger) })
 	return g.Wait()
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/settle-dev/settle/indexer"
 	"github.com/settle-dev/settle/indexer/evm"
 	"github.com/settle-dev/settle/internal/anvil"
+	"github.com/settle-dev/settle/internal/anvil/anviltest"
 	"github.com/settle-dev/settle/internal/dbtest"
 )
 
@@ -44,7 +45,7 @@ func envInt(name string, def int) int {
 //	SETTLE_BENCH_BLOCKS=2000 make bench-indexer   # the 1.2M-log variant
 func BenchmarkBackfill(b *testing.B) {
 	blocks, runs := envInt("SETTLE_BENCH_BLOCKS", 500), envInt("SETTLE_BENCH_RUNS", 5)
-	node := startAnvil(b, anvil.Config{ChainID: 31337, NoMining: true, GasLimit: 100_000_000})
+	node := anviltest.Start(b, anvil.Config{ChainID: 31337, NoMining: true, GasLimit: 100_000_000})
 	ctx := context.Background()
 	t0 := time.Now()
 	if _, _, err := node.BuildBenchHistory(ctx, blocks, 750); err != nil {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/big"
 	"math/rand/v2"
-	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -19,28 +18,9 @@ import (
 	"github.com/settle-dev/settle/indexer"
 	"github.com/settle-dev/settle/indexer/evm"
 	"github.com/settle-dev/settle/internal/anvil"
+	"github.com/settle-dev/settle/internal/anvil/anviltest"
 	"github.com/settle-dev/settle/internal/dbtest"
 )
-
-func startAnvil(tb testing.TB, cfg anvil.Config) *anvil.Node {
-	tb.Helper()
-	bin, err := anvil.FindBinary()
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			tb.Fatal(err)
-		}
-		tb.Skip(err)
-	}
-	cfg.Binary = bin
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	n, err := anvil.Start(ctx, cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = n.Close() })
-	return n
-}
 
 type chainTransfer struct {
 	BlockNumber uint64
@@ -257,7 +237,7 @@ func randomActivity(t *testing.T, node *anvil.Node, rng *rand.Rand, rounds int) 
 }
 
 func TestIndexesEveryTransferExactlyOnce(t *testing.T) {
-	node := startAnvil(t, anvil.Config{ChainID: 31337})
+	node := anviltest.Start(t, anvil.Config{ChainID: 31337})
 	db := dbtest.Migrated(t)
 	rng := rand.New(rand.NewPCG(1, 2))
 	randomActivity(t, node, rng, 40) // part of the history exists before the indexer starts

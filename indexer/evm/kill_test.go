@@ -19,6 +19,7 @@ import (
 	"github.com/settle-dev/settle/indexer"
 	"github.com/settle-dev/settle/indexer/evm"
 	"github.com/settle-dev/settle/internal/anvil"
+	"github.com/settle-dev/settle/internal/anvil/anviltest"
 	"github.com/settle-dev/settle/internal/dbtest"
 )
 
@@ -88,7 +89,7 @@ func runChild() error {
 }
 
 func TestKilledIndexerLosesNothing(t *testing.T) {
-	node := startAnvil(t, anvil.Config{ChainID: 31337, NoMining: true})
+	node := anviltest.Start(t, anvil.Config{ChainID: 31337, NoMining: true})
 	db := dbtest.Migrated(t)
 	ctx := context.Background()
 	if _, _, err := node.BuildBenchHistory(ctx, 120, 300); err != nil {

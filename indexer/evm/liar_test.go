@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/settle-dev/settle/internal/anvil"
+	"github.com/settle-dev/settle/internal/anvil/anviltest"
 	"github.com/settle-dev/settle/internal/dbtest"
 )
 
@@ -44,13 +45,11 @@ func (l *liar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeRaw(w, `{"jsonrpc":"2.0","id":`+string(req.ID)+`,"result":"0x1"}`)
 		return
 	}
-	resp, err := http.Post(l.target, "application/json", bytes.NewReader(body))
+	out, err := forward(l.target, body)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
 	if strings.HasPrefix(s, "[") && strings.Contains(s, `"eth_getBlockByNumber"`) && n%4 == 0 {
 		var batch []map[string]any
 		if json.Unmarshal(out, &batch) == nil && len(batch) > 0 {
@@ -63,13 +62,23 @@ func (l *liar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	writeRaw(w, string(out))
 }
 
+// forward sends a JSON-RPC body to the real node and returns its answer.
+func forward(target string, body []byte) ([]byte, error) {
+	resp, err := http.Post(target, "application/json", bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	return io.ReadAll(resp.Body)
+}
+
 func writeRaw(w http.ResponseWriter, s string) {
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = io.WriteString(w, s)
 }
 
 func TestLyingRPCDoesNotSkipData(t *testing.T) {
-	node := startAnvil(t, anvil.Config{ChainID: 31337})
+	node := anviltest.Start(t, anvil.Config{ChainID: 31337})
 	db := dbtest.Migrated(t)
 	rng := rand.New(rand.NewPCG(5, 6))
 	randomActivity(t, node, rng, 40)

@@ -1,7 +1,6 @@
 package evm_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
 	"math/rand/v2"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/settle-dev/settle/indexer"
 	"github.com/settle-dev/settle/internal/anvil"
+	"github.com/settle-dev/settle/internal/anvil/anviltest"
 	"github.com/settle-dev/settle/internal/dbtest"
 )
 
@@ -50,18 +50,16 @@ func (p *strictProvider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	resp, err := http.Post(p.target, "application/json", bytes.NewReader(body))
+	out, err := forward(p.target, body)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
 	writeRaw(w, string(out))
 }
 
 func TestProviderLimitsSplitAndBackOff(t *testing.T) {
-	node := startAnvil(t, anvil.Config{ChainID: 31337})
+	node := anviltest.Start(t, anvil.Config{ChainID: 31337})
 	db := dbtest.Migrated(t)
 	randomActivity(t, node, rand.New(rand.NewPCG(9, 10)), 40)
 	p := &strictProvider{target: node.URL(), maxRange: 3}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/settle-dev/settle/indexer"
 	"github.com/settle-dev/settle/internal/anvil"
+	"github.com/settle-dev/settle/internal/anvil/anviltest"
 	"github.com/settle-dev/settle/internal/dbtest"
 )
 
@@ -54,7 +55,7 @@ func metricValue(m *dto.Metric) float64 {
 }
 
 func TestReorgsLeaveOnlyTheNewBranch(t *testing.T) {
-	node := startAnvil(t, anvil.Config{ChainID: 31337})
+	node := anviltest.Start(t, anvil.Config{ChainID: 31337})
 	db := dbtest.Migrated(t)
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(3, 4))
@@ -149,7 +150,7 @@ func TestReorgsLeaveOnlyTheNewBranch(t *testing.T) {
 }
 
 func TestReorgDeeperThanMaximumStops(t *testing.T) {
-	node := startAnvil(t, anvil.Config{ChainID: 31337})
+	node := anviltest.Start(t, anvil.Config{ChainID: 31337})
 	db := dbtest.Migrated(t)
 	ctx := context.Background()
 	if err := node.Mine(ctx, 10); err != nil {

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"math/big"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -20,32 +19,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/settle-dev/settle/internal/anvil"
+	"github.com/settle-dev/settle/internal/anvil/anviltest"
 	"github.com/settle-dev/settle/internal/dbtest"
 	"github.com/settle-dev/settle/internal/hdwallet"
 )
 
 // treasuryFunds are the test treasury's token units (6 decimals).
 const treasuryFunds = 1_000_000_000_000
-
-func startAnvil(tb testing.TB, cfg anvil.Config) *anvil.Node {
-	tb.Helper()
-	bin, err := anvil.FindBinary()
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			tb.Fatal(err)
-		}
-		tb.Skip(err)
-	}
-	cfg.Binary = bin
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	n, err := anvil.Start(ctx, cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = n.Close() })
-	return n
-}
 
 // fixture is a migrated database, an anvil chain with a TestToken, and a
 // funded treasury.
@@ -62,7 +42,7 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	db := dbtest.Migrated(t)
-	node := startAnvil(t, anvil.Config{})
+	node := anviltest.Start(t, anvil.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	token, err := node.DeployTestToken(ctx, anvil.DevKeys[0], "Test USD", "TUSD", 6)

@@ -152,7 +152,7 @@ func TestKilledProcessesPayOnce(t *testing.T) {
 	kills := 0
 	for time.Now().Before(deadline) {
 		rec, del := spawn("reconciler"), spawn("delivery")
-		time.Sleep(time.Duration(50+rng.IntN(350)) * time.Millisecond)
+		time.Sleep(time.Duration(50+rng.IntN(250)) * time.Millisecond)
 		_ = rec.Process.Signal(syscall.SIGKILL)
 		_ = del.Process.Signal(syscall.SIGKILL)
 		_ = rec.Wait()

@@ -322,3 +322,39 @@ func TestFinanceQueries(t *testing.T) {
 		t.Errorf("statement of the overpaid session: in %s delivered %s refunded %s held %s variance %s", in, delivered, refunded, held, variance)
 	}
 }
+
+// With finality from the nodes' "finalized" tag (anvil finalizes 64 blocks
+// behind its head), nothing settles before the deposit's block is
+// finalized, and everything does once it is.
+func TestFinalizedTagFinality(t *testing.T) {
+	s := newStack(t, options{finalizedTag: true})
+	ctx := context.Background()
+	// Start well past the first 64 blocks, so "finalized" is a real block.
+	for _, n := range []*anvil.Node{s.a, s.b} {
+		if err := n.Mine(ctx, 70); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id, _, recv := s.session(evmDest(chainB, s.usdcB, anvil.DevAddress(7), "1"), nil)
+	s.pay(s.a, s.usdcA, recv, 1_000_000)
+	s.waitStatus(id, "processing", 20*time.Second)
+	time.Sleep(3 * time.Second) // 15 blocks: final under a depth of 3, not under the tag
+	var payouts int
+	if err := s.db.PG.QueryRow(ctx, `SELECT count(*) FROM payouts`).Scan(&payouts); err != nil || payouts != 0 {
+		t.Fatalf("a payout was scheduled before the deposit was finalized (%d, %v)", payouts, err)
+	}
+	if err := s.a.Mine(ctx, 70); err != nil {
+		t.Fatal(err)
+	}
+	// The delivery is sent on chain B; finalize it there too.
+	deadline := time.Now().Add(60 * time.Second)
+	for s.get(id)["status"] != "succeeded" {
+		if time.Now().After(deadline) {
+			t.Fatalf("session %s did not succeed once its blocks were finalized: %v", id, s.get(id))
+		}
+		if err := s.b.Mine(ctx, 70); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+	}
+}

@@ -54,6 +54,9 @@ type options struct {
 	// deferIndexers: the indexers start only when the test calls
 	// startIndexers.
 	deferIndexers bool
+	// finalizedTag: finality comes from the nodes' "finalized" block
+	// instead of a depth.
+	finalizedTag bool
 }
 
 type stack struct {
@@ -179,9 +182,13 @@ func newStack(t *testing.T, o options) *stack {
 	if !o.deferIndexers {
 		s.startIndexers()
 	}
+	chainOpts := map[uint64]reconciler.ChainOptions{chainA: {FinalityDepth: o.finalityDepth}, chainB: {FinalityDepth: o.finalityDepth}}
+	if o.finalizedTag {
+		chainOpts[chainA] = reconciler.ChainOptions{Finalized: reconciler.FinalizedTag(clients[chainA].(*ethclient.Client))}
+		chainOpts[chainB] = reconciler.ChainOptions{Finalized: reconciler.FinalizedTag(clients[chainB].(*ethclient.Client))}
+	}
 	s.rec, err = reconciler.New(reconciler.Config{Chains: registry, Postgres: s.db.PG, ClickHouse: s.db.CH,
-		Treasury: treasury.Hex(), Logger: logger, Registerer: s.reg, Interval: 50 * time.Millisecond,
-		Options: map[uint64]reconciler.ChainOptions{chainA: {FinalityDepth: o.finalityDepth}, chainB: {FinalityDepth: o.finalityDepth}}})
+		Treasury: treasury.Hex(), Logger: logger, Registerer: s.reg, Interval: 50 * time.Millisecond, Options: chainOpts})
 	must(err)
 	if !o.external {
 		g.Go(func() error { return s.rec.Run(gctx) })

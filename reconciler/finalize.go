@@ -17,7 +17,14 @@ import (
 // least FinalityDepth below the indexed head becomes final.
 func (r *Reconciler) finalize(ctx context.Context, c *chain.Chain, seen uint64, opts ChainOptions) error {
 	var final uint64
-	if seen >= opts.FinalityDepth {
+	switch {
+	case opts.Finalized != nil:
+		f, err := opts.Finalized(ctx)
+		if err != nil {
+			return fmt.Errorf("reading the finalized block: %w", err)
+		}
+		final = min(f, seen)
+	case seen >= opts.FinalityDepth:
 		final = seen - opts.FinalityDepth
 	}
 	type pending struct {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/rpc"
 
 	"github.com/settle-dev/settle/internal/chain"
 )
@@ -86,4 +87,21 @@ func (r *Reconciler) AttributeTx(ctx context.Context, clients map[uint64]TxReade
 		}
 	}
 	return applied, nil
+}
+
+// HeaderReader reads a header by number; *ethclient.Client satisfies it.
+type HeaderReader interface {
+	HeaderByNumber(ctx context.Context, number *big.Int) (*types.Header, error)
+}
+
+// FinalizedTag returns a ChainOptions.Finalized that asks the node for its
+// "finalized" block.
+func FinalizedTag(c HeaderReader) func(context.Context) (uint64, error) {
+	return func(ctx context.Context) (uint64, error) {
+		h, err := c.HeaderByNumber(ctx, big.NewInt(int64(rpc.FinalizedBlockNumber)))
+		if err != nil {
+			return 0, err
+		}
+		return h.Number.Uint64(), nil
+	}
 }

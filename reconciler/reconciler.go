@@ -20,8 +20,12 @@ import (
 // ChainOptions are the reconciler's per-chain settings.
 type ChainOptions struct {
 	// FinalityDepth: a block is final once the indexed head is this many
-	// blocks above it. Default 12.
+	// blocks above it. Default 12. Ignored when Finalized is set.
 	FinalityDepth uint64
+	// Finalized, when set, returns the chain's finalized block number (the
+	// node's "finalized" tag); blocks up to it, and up to the indexed head,
+	// are final.
+	Finalized func(ctx context.Context) (uint64, error)
 	// StartBlock: where a chain with no reconciler cursor starts.
 	StartBlock uint64
 	// MaxReorgDepth: how far back to re-read after the block at the cursor

@@ -65,8 +65,11 @@ type chainConfig struct {
 	RPCURL string        `yaml:"rpc_url"` // SETTLE_CHAIN_<ID>_RPC_URL
 	Tokens []tokenConfig `yaml:"tokens"`
 	// Indexer settings; zero values take the indexer's defaults.
-	StartBlock    uint64        `yaml:"start_block"`
-	FinalityDepth uint64        `yaml:"finality_depth"`
+	StartBlock    uint64 `yaml:"start_block"`
+	FinalityDepth uint64 `yaml:"finality_depth"`
+	// Finality is "depth" (default: finality_depth confirmations) or
+	// "finalized" (the node's finalized tag).
+	Finality      string        `yaml:"finality"`
 	MaxReorgDepth uint64        `yaml:"max_reorg_depth"`
 	RangeBlocks   uint64        `yaml:"range_blocks"`
 	Workers       int           `yaml:"workers"`
@@ -136,6 +139,17 @@ func loadConfig(path string, dev bool) (*fileConfig, error) {
 	cfg.Delivery.MetricsListen = cmpOr(cfg.Delivery.MetricsListen, "127.0.0.1:9103")
 	if cfg.API.SessionTTL == 0 {
 		cfg.API.SessionTTL = time.Hour
+	}
+	for _, c := range cfg.Chains {
+		switch c.Finality {
+		case "", "depth":
+		case "finalized":
+			if c.RPCURL == "" {
+				return nil, fmt.Errorf("chain %s: finality: finalized needs rpc_url", c.Name)
+			}
+		default:
+			return nil, fmt.Errorf("chain %s: finality %q: want depth or finalized", c.Name, c.Finality)
+		}
 	}
 	if cfg.API.SessionTTL < time.Minute || cfg.API.SessionTTL > 7*24*time.Hour {
 		return nil, fmt.Errorf("api.session_ttl %s is out of range (1m to 168h)", cfg.API.SessionTTL)

@@ -35,7 +35,19 @@ func reconcilerGroup(ctx context.Context, g *errgroup.Group, cfg *fileConfig, pg
 	}
 	opts := map[uint64]reconciler.ChainOptions{}
 	for _, c := range cfg.Chains {
-		opts[c.ID] = reconciler.ChainOptions{FinalityDepth: c.FinalityDepth, StartBlock: c.StartBlock, MaxReorgDepth: c.MaxReorgDepth}
+		o := reconciler.ChainOptions{FinalityDepth: c.FinalityDepth, StartBlock: c.StartBlock, MaxReorgDepth: c.MaxReorgDepth}
+		switch c.Finality {
+		case "", "depth":
+		case "finalized": // loadConfig checked rpc_url
+			cl, err := ethclient.DialContext(ctx, c.RPCURL)
+			if err != nil {
+				return fmt.Errorf("chain %s: %w", c.Name, err)
+			}
+			o.Finalized = reconciler.FinalizedTag(cl)
+		default:
+			return fmt.Errorf("chain %s: finality %q: want depth or finalized", c.Name, c.Finality)
+		}
+		opts[c.ID] = o
 	}
 	r, err := reconciler.New(reconciler.Config{Chains: chains, Options: opts, Postgres: pg, ClickHouse: ch,
 		Treasury: cfg.Treasury.Address, Logger: logger, Registerer: reg})

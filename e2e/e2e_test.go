@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/shopspring/decimal"
 
 	"github.com/settle-dev/settle/docs/finance"
@@ -356,5 +357,48 @@ func TestFinalizedTagFinality(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(time.Second)
+	}
+}
+
+// A delivery whose block a reorg removes before it is final is sent again
+// as the same signed transaction: the destination is paid exactly once.
+func TestReorgedDeliveryIsResentOnce(t *testing.T) {
+	s := newStack(t, options{finalityDepth: 25})
+	ctx := context.Background()
+	dest := anvil.DevAddress(9)
+	id, _, recv := s.session(evmDest(chainB, s.usdcB, dest, "3"), nil)
+	s.pay(s.a, s.usdcA, recv, 3_000_000)
+	var seenBlock int64
+	var firstHash string
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		err := s.db.PG.QueryRow(ctx, `SELECT seen_block_number, seen_tx_hash FROM payouts WHERE session_id = $1 AND seen_block_number IS NOT NULL`, id).Scan(&seenBlock, &firstHash)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("delivery not seen on chain B: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	head, err := s.b.Client().BlockNumber(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.b.Reorg(ctx, int(head-uint64(seenBlock))+1); err != nil {
+		t.Fatal(err)
+	}
+	sess := s.waitStatus(id, "succeeded", 90*time.Second)
+	if got := s.balance(s.b, s.usdcB, dest).Int64(); got != 3_000_000 {
+		t.Errorf("destination holds %d, want exactly 3000000", got)
+	}
+	delivery := sess["destination"].(map[string]any)["delivery"].(map[string]any)
+	if delivery["txHash"] != firstHash {
+		t.Errorf("delivered by %v, want the same signed transaction %s", delivery["txHash"], firstHash)
+	}
+	var live uint64
+	treasury := strings.ToLower(crypto.PubkeyToAddress(s.treasury.PublicKey).Hex())
+	if err := s.db.CH.QueryRow(ctx, `SELECT count() FROM transfers FINAL WHERE chain_id = ? AND from_address = ? AND deleted = 0`, uint64(chainB), treasury).Scan(&live); err != nil || live != 1 {
+		t.Errorf("live treasury transfers on chain B = %d (%v), want 1", live, err)
 	}
 }

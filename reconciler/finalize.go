@@ -101,9 +101,13 @@ func (r *Reconciler) finalize(ctx context.Context, c *chain.Chain, seen uint64, 
 	for _, p := range payouts {
 		switch {
 		case live[p.number] != p.hash:
-			// The block that carried our payout was replaced; the
-			// transaction will be seen again where it lands.
-			if _, err := r.cfg.Postgres.Exec(ctx, `UPDATE payouts SET seen_tx_hash = NULL, seen_block_number = NULL, seen_block_hash = NULL, seen_block_time = NULL, received = NULL
+			// The block that carried our payout was replaced. Handing the
+			// payout back to the executor ('sent') makes it follow the
+			// transaction again: it records the receipt where the
+			// transaction lands, or re-broadcasts the same signed bytes
+			// (same nonce, so never a second payment) if it was dropped.
+			if _, err := r.cfg.Postgres.Exec(ctx, `UPDATE payouts SET seen_tx_hash = NULL, seen_block_number = NULL, seen_block_hash = NULL,
+				seen_block_time = NULL, received = NULL, status = CASE WHEN status = 'mined' THEN 'sent' ELSE status END
 				WHERE id = $1 AND status <> 'confirmed'`, p.payoutID); err != nil {
 				return fmt.Errorf("unseeing payout %d: %w", p.payoutID, err)
 			}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -445,6 +446,30 @@ func TestAuth(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("revoked key", func(t *testing.T) {
+		m, err := b.store.CreateMerchant(context.Background(), "revoked")
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, keyID, err := b.store.CreateAPIKey(context.Background(), m.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := b.do("POST", "/v1/sessions", validCreate(), b.bearer(key)...); r.Status != 201 {
+			t.Fatalf("fresh key: %d %s", r.Status, r.Raw)
+		}
+		if err := b.store.RevokeAPIKey(context.Background(), keyID); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.store.RevokeAPIKey(context.Background(), keyID); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("revoking twice: %v, want ErrNotFound", err)
+		}
+		r := b.do("POST", "/v1/sessions", validCreate(), b.bearer(key)...)
+		if _, code, _ := errorOf(t, r); r.Status != 401 || code != "invalid_api_key" {
+			t.Errorf("revoked key: %d %s, want 401 invalid_api_key", r.Status, r.Raw)
+		}
+	})
 
 	t.Run("views", func(t *testing.T) {
 		full := b.do("GET", "/v1/sessions/"+id, nil, b.bearer(b.key)...)

@@ -223,8 +223,9 @@ type paymentMethodRequest struct {
 	PaymentMethod *paymentMethodP `json:"paymentMethod"`
 }
 
-// paymentMethodP accepts every field the client SDK sends for any type; the
-// handler checks which ones fit the chosen type.
+// paymentMethodP accepts every field the client SDK sends for any type, so
+// SDK requests are never refused for a field the chosen type ignores (evm
+// uses none of them).
 type paymentMethodP struct {
 	Type           string   `json:"type"`
 	AmountUSD      *float64 `json:"amountUsd"`

@@ -1,9 +1,6 @@
 package indexer
 
-import (
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
-)
+import "github.com/prometheus/client_golang/prometheus"
 
 // metrics are one chain's indexer metrics; every series carries the chain
 // name as a constant label.
@@ -51,12 +48,4 @@ func newMetrics(reg prometheus.Registerer, chain string) *metrics {
 	reg.MustRegister(m.chainHead, m.indexedHead, m.lagBlocks, m.lagSeconds, m.blocks, m.transfers,
 		m.insertRows, m.insertSeconds, m.reorgs, m.reorgDepth, m.fetchErrors)
 	return m
-}
-
-func gaugeValue(g prometheus.Gauge) float64 {
-	var m dto.Metric
-	if err := g.Write(&m); err != nil {
-		return 0
-	}
-	return m.GetGauge().GetValue()
 }

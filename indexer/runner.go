@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -48,11 +49,14 @@ type Config struct {
 
 // Runner indexes one chain.
 type Runner struct {
-	cfg     Config
-	logger  *slog.Logger
-	metrics *metrics
-	store   *pgStore
-	sink    *chSink
+	// chainHead is the newest head the planner saw; the writer reads it
+	// for lag and progress.
+	chainHead atomic.Uint64
+	cfg       Config
+	logger    *slog.Logger
+	metrics   *metrics
+	store     *pgStore
+	sink      *chSink
 }
 
 // New checks cfg and returns a Runner.
@@ -243,6 +247,7 @@ func (r *Runner) plan(ctx context.Context, next uint64, cur Cursor, ordered, wor
 			continue
 		}
 		failures = 0
+		r.chainHead.Store(head)
 		r.metrics.chainHead.Set(float64(head))
 		if head < next {
 			if err := r.checkTip(ctx, next); err != nil {
@@ -387,8 +392,7 @@ func (w *writer) flush(ctx context.Context) error {
 	r.metrics.indexedHead.Set(float64(last.Number))
 	r.metrics.lagSeconds.Set(time.Since(time.Unix(int64(last.Time), 0)).Seconds())
 	w.doneTransfers += uint64(w.pending.rows)
-	// The chain head gauge is set by the planner; lag is their difference.
-	r.metrics.lagBlocks.Set(max(0, gaugeValue(r.metrics.chainHead)-float64(last.Number)))
+	r.metrics.lagBlocks.Set(float64(r.chainHead.Load() - min(r.chainHead.Load(), last.Number)))
 	w.pending = batch{blocks: w.pending.blocks[:0]}
 	return nil
 }
@@ -396,7 +400,7 @@ func (w *writer) flush(ctx context.Context) error {
 func (w *writer) logProgress(ctx context.Context) {
 	now := time.Now()
 	indexed := w.next - 1
-	head := uint64(gaugeValue(w.r.metrics.chainHead))
+	head := w.r.chainHead.Load()
 	// Following the head is not a backfill: stay quiet within a range.
 	if !w.lastLog.IsZero() && head > indexed+w.r.cfg.RangeBlocks {
 		secs := now.Sub(w.lastLog).Seconds()

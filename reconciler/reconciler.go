@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -128,24 +127,4 @@ func (r *Reconciler) loop(ctx context.Context, name string, step func(context.Co
 		case <-t.C:
 		}
 	}
-}
-
-// RunOnce runs one pass of every step, for tests and tools.
-func (r *Reconciler) RunOnce(ctx context.Context) error {
-	for _, c := range r.cfg.Chains.ByFamily(chain.FamilyEVM) {
-		for {
-			more, err := r.StepChain(ctx, c)
-			if err != nil {
-				return fmt.Errorf("chain %s: %w", c.Name, err)
-			}
-			if !more {
-				break
-			}
-		}
-	}
-	if _, err := r.Settle(ctx); err != nil {
-		return err
-	}
-	_, err := r.CopyLedger(ctx)
-	return err
 }

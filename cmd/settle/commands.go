@@ -239,3 +239,26 @@ func txHint(ctx context.Context, cfg *fileConfig, chains *chain.Registry, pg *pg
 		return err
 	}, nil
 }
+
+func cmdAPIKeyRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var keyID *string
+	cfg, err := commonFlags("apikey revoke", args, stderr, false, func(fs *flag.FlagSet) {
+		keyID = fs.String("id", "", "api key id, as `apikey create` printed it (required)")
+	})
+	if err != nil {
+		return err
+	}
+	if *keyID == "" {
+		return fmt.Errorf("apikey revoke: -id is required")
+	}
+	pg, err := openPostgres(ctx, cfg.PostgresURL)
+	if err != nil {
+		return err
+	}
+	defer pg.Close()
+	if err := store.New(pg).RevokeAPIKey(ctx, *keyID); err != nil {
+		return fmt.Errorf("revoking %s: %w", *keyID, err)
+	}
+	fmt.Fprintf(stdout, "api key %s revoked\n", *keyID)
+	return nil
+}

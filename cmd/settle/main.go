@@ -31,6 +31,7 @@ Usage:
   settle dev latency [-n 20]                     measure block→processing and block→succeeded on the dev stack
   settle merchant create -name NAME [-config FILE]   create a merchant and its first API key
   settle apikey create -merchant ID [-config FILE]   create another API key for a merchant
+  settle apikey revoke -id KEY_ID [-config FILE]     revoke an API key (it is refused at once)
   settle keys new                                generate a master seed and its receiver xpub
   settle probe URL                               exit 0 if URL answers 2xx (container healthchecks)
 
@@ -81,6 +82,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdMerchantCreate(ctx, args, stdout, stderr)
 	case "apikey create":
 		return cmdAPIKeyCreate(ctx, args, stdout, stderr)
+	case "apikey revoke":
+		return cmdAPIKeyRevoke(ctx, args, stdout, stderr)
 	case "keys new":
 		return cmdKeysNew(stdout)
 	case "probe":

@@ -62,20 +62,6 @@ func (s *Store) CreateMerchant(ctx context.Context, name string) (Merchant, erro
 	return m, nil
 }
 
-// GetMerchant returns one merchant.
-func (s *Store) GetMerchant(ctx context.Context, id string) (Merchant, error) {
-	m := Merchant{ID: id}
-	const q = `SELECT name, created_at FROM merchants WHERE id = $1`
-	err := s.pool.QueryRow(ctx, q, id).Scan(&m.Name, &m.CreatedAt)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Merchant{}, ErrNotFound
-	}
-	if err != nil {
-		return Merchant{}, fmt.Errorf("reading merchant %s: %w", id, err)
-	}
-	return m, nil
-}
-
 // APIKeyPrefix starts every API key, so secret scanners and people can tell
 // what a leaked string is.
 const APIKeyPrefix = "settle_sk_"

@@ -80,11 +80,34 @@ func TestCalldataDeliveryAndBounce(t *testing.T) {
 	s.pay(s.a, s.usdcA, recvOK, 5_000_000)
 	s.pay(s.a, s.usdcA, recvBad, 5_000_000)
 
+	// A revert re-mined after a reorg may succeed: the refund must wait
+	// until the revert is final. Watch for a refund next to a revert that
+	// is not final yet, in one snapshot, until the session bounced.
+	early := make(chan int, 1)
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	go func() {
+		seen := 0
+		defer func() { early <- seen }()
+		for watchCtx.Err() == nil {
+			var n int
+			err := s.db.PG.QueryRow(watchCtx, `SELECT count(*) FROM payouts r JOIN payouts d ON d.session_id = r.session_id AND d.kind = 'delivery'
+				WHERE r.session_id = $1 AND r.kind = 'refund' AND NOT d.receipt_final`, idBad).Scan(&n)
+			if err == nil {
+				seen += n
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+
 	s.waitStatus(idOK, "succeeded", 60*time.Second)
 	if paid, err := s.b.MerchantPaid(context.Background(), s.merchant, order); err != nil || paid.Int64() != 5_000_000 {
 		t.Errorf("merchant contract paid %v (%v), want 5000000", paid, err)
 	}
 	sess := s.waitStatus(idBad, "bounced", 60*time.Second)
+	stopWatch()
+	if n := <-early; n != 0 {
+		t.Errorf("a refund was scheduled while the delivery's revert was not final (%d observations)", n)
+	}
 	delivery := sess["destination"].(map[string]any)["delivery"].(map[string]any)
 	receipt, err := s.a.Client().TransactionReceipt(context.Background(), common.HexToHash(delivery["txHash"].(string)))
 	if err != nil || receipt.Status != 1 {

@@ -102,14 +102,16 @@ func runChild(c childConfig) error {
 		return r.Run(ctx)
 	case "delivery":
 		clients := map[uint64]payout.ChainClient{}
+		fin := map[uint64]payout.Finality{}
 		for id, url := range c.RPC {
 			cl, err := ethclient.Dial(url)
 			if err != nil {
 				return err
 			}
 			clients[id] = cl
+			fin[id] = payout.Finality{Depth: c.FinalityDepth}
 		}
-		ex, err := payout.New(payout.Config{Postgres: pg, Chains: clients, Treasury: treasury, Interval: 20 * time.Millisecond, RebroadcastAfter: time.Second})
+		ex, err := payout.New(payout.Config{Postgres: pg, Chains: clients, Finality: fin, Treasury: treasury, Interval: 20 * time.Millisecond, RebroadcastAfter: time.Second})
 		if err != nil {
 			return err
 		}

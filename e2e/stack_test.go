@@ -192,7 +192,8 @@ func newStack(t *testing.T, o options) *stack {
 	must(err)
 	if !o.external {
 		g.Go(func() error { return s.rec.Run(gctx) })
-		ex, err := payout.New(payout.Config{Postgres: s.db.PG, Chains: clients, Treasury: s.treasury, Logger: logger,
+		fin := map[uint64]payout.Finality{chainA: {Depth: o.finalityDepth, Tag: o.finalizedTag}, chainB: {Depth: o.finalityDepth, Tag: o.finalizedTag}}
+		ex, err := payout.New(payout.Config{Postgres: s.db.PG, Chains: clients, Finality: fin, Treasury: s.treasury, Logger: logger,
 			Interval: 100 * time.Millisecond, RebroadcastAfter: 2 * time.Second})
 		must(err)
 		g.Go(func() error { return ex.Run(gctx) })

@@ -19,8 +19,10 @@ const settleBatch = 200
 // Settle schedules payouts: a delivery for each processing session whose
 // credited deposits are all final and sufficient (or an open amount), a
 // refund for each underpaid session past its deadline and for each delivery
-// whose contract call reverted. Each session gets at most one delivery and
-// one refund (a unique key), whatever replays or concurrent reconcilers do.
+// whose contract call reverted in a block that is final (a call re-mined
+// after a reorg may succeed, and must not be refunded as well). Each
+// session gets at most one delivery and one refund (a unique key),
+// whatever replays or concurrent reconcilers do.
 func (r *Reconciler) Settle(ctx context.Context) (bool, error) {
 	const ready = `SELECT s.id FROM sessions s
 		WHERE s.status = 'processing'
@@ -38,7 +40,7 @@ func (r *Reconciler) Settle(ctx context.Context) (bool, error) {
 		}
 	}
 	const reverted = `SELECT p.session_id FROM payouts p
-		WHERE p.kind = 'delivery' AND p.status = 'reverted'
+		WHERE p.kind = 'delivery' AND p.status = 'reverted' AND p.receipt_final
 		  AND NOT EXISTS (SELECT 1 FROM payouts q WHERE q.session_id = p.session_id AND q.kind = 'refund')
 		LIMIT $1`
 	bounced, err := r.ids(ctx, reverted, settleBatch)

@@ -61,6 +61,7 @@ func reconcilerGroup(ctx context.Context, g *errgroup.Group, cfg *fileConfig, pg
 // deliveryGroup adds the payout executor to g.
 func deliveryGroup(ctx context.Context, g *errgroup.Group, cfg *fileConfig, pg *pgxpool.Pool, key *ecdsa.PrivateKey, logger *slog.Logger, reg prometheus.Registerer) error {
 	clients := map[uint64]payout.ChainClient{}
+	finality := map[uint64]payout.Finality{}
 	tokens := map[uint64][]payout.Token{}
 	for _, c := range cfg.Chains {
 		if c.Family != "evm" || c.RPCURL == "" {
@@ -71,11 +72,12 @@ func deliveryGroup(ctx context.Context, g *errgroup.Group, cfg *fileConfig, pg *
 			return fmt.Errorf("chain %s: %w", c.Name, err)
 		}
 		clients[c.ID] = cl
+		finality[c.ID] = payout.Finality{Depth: c.FinalityDepth, Tag: c.Finality == "finalized"}
 		for _, t := range c.Tokens {
 			tokens[c.ID] = append(tokens[c.ID], payout.Token{Address: common.HexToAddress(t.Address), Symbol: t.Symbol, Decimals: t.Decimals})
 		}
 	}
-	ex, err := payout.New(payout.Config{Postgres: pg, Chains: clients, Tokens: tokens, Treasury: key, Logger: logger, Registerer: reg})
+	ex, err := payout.New(payout.Config{Postgres: pg, Chains: clients, Finality: finality, Tokens: tokens, Treasury: key, Logger: logger, Registerer: reg})
 	if err != nil {
 		return err
 	}

@@ -103,7 +103,7 @@ func TestCalldataPayouts(t *testing.T) {
 
 	revoked := func() bool {
 		p := f.payout(refused)
-		return p.RevokeHash != nil && p.Revoke == nil
+		return p.RevokeHash != nil && p.RevokeMined
 	}
 	total := f.runUntil(e, 20*time.Second, revoked)
 	p = f.payout(refused)
@@ -130,7 +130,21 @@ func TestCalldataPayouts(t *testing.T) {
 	if n := f.chainNonce(); n != 5 {
 		t.Errorf("treasury sent %d transactions, want 5 (approve, call, approve, call, revoke)", n)
 	}
-	for outcome, want := range map[string]float64{"mined": 1, "reverted": 1, "revoked": 1, "signed": 5} {
+	// The revert is final only with its revoke, 12 blocks deep by default.
+	if p := f.payout(refused); p.ReceiptFinal || len(p.Revoke) == 0 {
+		t.Errorf("refused payout final %v, revoke bytes %d; want not final, bytes kept until it is", p.ReceiptFinal, len(p.Revoke))
+	}
+	if err := f.node.Mine(f.ctx, 12); err != nil {
+		t.Fatal(err)
+	}
+	total = f.runUntil(e, 20*time.Second, func() bool { return f.payout(refused).ReceiptFinal && f.payout(paid).ReceiptFinal })
+	if total.Final != 2 || total.Reorged != 0 || total.Signed != 0 {
+		t.Errorf("passes until final: %+v, want 2 receipts final and nothing else", total)
+	}
+	if res, err := e.RunOnce(f.ctx); err != nil || res != (Result{}) {
+		t.Errorf("pass after final %+v, %v; want nothing at all", res, err)
+	}
+	for outcome, want := range map[string]float64{"mined": 1, "reverted": 1, "revoked": 1, "signed": 5, "final": 2} {
 		if got := metricValue(t, reg, "settle_payouts_total", map[string]string{"kind": "delivery", "outcome": outcome}); got != want {
 			t.Errorf("settle_payouts_total{outcome=%s} = %v, want %v", outcome, got, want)
 		}

@@ -38,18 +38,73 @@ const fixedCallGas = 300_000
 // rpcTimeout bounds node calls made outside a payout's own deadline.
 const rpcTimeout = 10 * time.Second
 
+// Finality says when a block is final on a chain: Depth blocks below the
+// node's head, or, with Tag, at or below the node's "finalized" block.
+type Finality struct {
+	Depth uint64
+	Tag   bool
+}
+
+// defaultFinalityDepth matches the reconciler's default.
+const defaultFinalityDepth = 12
+
 // chain is one configured chain.
 type chain struct {
-	id     uint64
-	client ChainClient
-	signer types.Signer
+	id       uint64
+	client   ChainClient
+	signer   types.Signer
+	finality Finality
+	// finalTTL is how long a read of the final block is reused, so a pass
+	// over many payouts asks the node once.
+	finalTTL time.Duration
 
 	mu       sync.Mutex
 	verified bool
+	final    uint64
+	finalAt  time.Time
 }
 
-func newChain(id uint64, c ChainClient) *chain {
-	return &chain{id: id, client: c, signer: types.LatestSignerForChainID(new(big.Int).SetUint64(id))}
+func newChain(id uint64, c ChainClient, f Finality, finalTTL time.Duration) *chain {
+	return &chain{id: id, client: c, signer: types.LatestSignerForChainID(new(big.Int).SetUint64(id)), finality: f, finalTTL: finalTTL}
+}
+
+// finalized returns the highest block number that is final now.
+func (c *chain) finalized(ctx context.Context) (uint64, error) {
+	c.mu.Lock()
+	if !c.finalAt.IsZero() && time.Since(c.finalAt) < c.finalTTL {
+		defer c.mu.Unlock()
+		return c.final, nil
+	}
+	c.mu.Unlock()
+	var n *big.Int // the head
+	if c.finality.Tag {
+		n = big.NewInt(int64(rpc.FinalizedBlockNumber))
+	}
+	h, err := c.client.HeaderByNumber(ctx, n)
+	if err != nil {
+		return 0, fmt.Errorf("reading the final block: %w", err)
+	}
+	final := h.Number.Uint64()
+	if !c.finality.Tag {
+		final = max(final, c.finality.Depth) - c.finality.Depth
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.final, c.finalAt = final, time.Now()
+	return final, nil
+}
+
+// blockHash returns the hash of the block at number on the node's current
+// chain, or the zero hash when the node has no such block (any more).
+func (c *chain) blockHash(ctx context.Context, number uint64) (common.Hash, error) {
+	h, err := c.client.HeaderByNumber(ctx, new(big.Int).SetUint64(number))
+	if errors.Is(err, ethereum.NotFound) {
+		return common.Hash{}, nil
+	}
+	if err != nil {
+		return common.Hash{}, fmt.Errorf("reading block %d: %w", number, err)
+	}
+	return h.Hash(), nil
 }
 
 // verify checks once that the node serves the chain it is configured for:

@@ -45,6 +45,11 @@ type Config struct {
 	// Chains are the chains to pay on, by chain id; payouts on other chains
 	// are left alone.
 	Chains map[uint64]ChainClient
+	// Finality per chain id decides when a receipt is final: until then
+	// the executor watches its block, and a reverted call is not refunded
+	// before its revert is final. A chain without an entry uses a depth of
+	// 12 blocks.
+	Finality map[uint64]Finality
 	// Tokens are the tokens per chain whose treasury balance is exported.
 	Tokens map[uint64][]Token
 	// Treasury signs every payout: one key, the same address on every EVM
@@ -106,7 +111,16 @@ func New(cfg Config) (*Executor, error) {
 		if c == nil || id == 0 {
 			return nil, fmt.Errorf("payout: chain %d has no client", id)
 		}
-		chains[id] = newChain(id, c)
+		f := cfg.Finality[id]
+		if !f.Tag && f.Depth == 0 {
+			f.Depth = defaultFinalityDepth
+		}
+		chains[id] = newChain(id, c, f, cfg.Interval)
+	}
+	for id := range cfg.Finality {
+		if _, ok := chains[id]; !ok {
+			return nil, fmt.Errorf("payout: finality configured for chain %d, which has no client", id)
+		}
 	}
 	for id := range cfg.Tokens {
 		if _, ok := chains[id]; !ok {
@@ -166,6 +180,11 @@ type Result struct {
 	Reverted int
 	// Revoked counts approvals whose revoke was mined.
 	Revoked int
+	// Reorged counts mined or reverted payouts whose receipt's block a
+	// reorg removed; they are followed again.
+	Reorged int
+	// Final counts receipts whose block became final.
+	Final int
 	// Waiting counts payouts that must wait for an earlier payout to the
 	// same contract to finish with its approval.
 	Waiting int
@@ -179,7 +198,7 @@ type Result struct {
 // Progress reports whether the pass changed anything on chain or in the
 // database.
 func (r Result) Progress() bool {
-	return r.Signed+r.Broadcast+r.Rebroadcast+r.Bumped+r.Mined+r.Reverted+r.Revoked > 0
+	return r.Signed+r.Broadcast+r.Rebroadcast+r.Bumped+r.Mined+r.Reverted+r.Revoked+r.Reorged+r.Final > 0
 }
 
 func (r *Result) add(o Result) {
@@ -188,6 +207,8 @@ func (r *Result) add(o Result) {
 	r.Rebroadcast += o.Rebroadcast
 	r.Bumped += o.Bumped
 	r.Mined += o.Mined
+	r.Reorged += o.Reorged
+	r.Final += o.Final
 	r.Reverted += o.Reverted
 	r.Revoked += o.Revoked
 	r.Waiting += o.Waiting

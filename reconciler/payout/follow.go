@@ -35,10 +35,97 @@ func (w *work) follow(ctx context.Context) error {
 		return w.settle(ctx, r, mined, hashes)
 	}
 	w.seen[hashes[0]] = true
+	if p.hasCalldata() && p.approveHash != nil && len(p.approveRaw) > 0 {
+		// A reorg that dropped the call may have dropped its approval
+		// too, and without it the call's nonce can never be mined.
+		ah := common.HexToHash(*p.approveHash)
+		ar, _, err := w.c.receipt(ctx, []common.Hash{ah})
+		if err != nil {
+			return err
+		}
+		if ar == nil {
+			if err := w.rebroadcast("approve", p.approveRaw, []common.Hash{ah}); err != nil {
+				return err
+			}
+		}
+	}
 	if p.sentAge >= w.e.cfg.BumpAfter {
 		return w.bump(ctx, hashes)
 	}
 	return w.rebroadcast(w.step(), p.rawTx, hashes)
+}
+
+// watch re-checks the receipt of a mined or reverted payout until its
+// block is final. If a reorg removed that block, the transaction is looked
+// up again: a receipt in another block is recorded as if new (a re-mined
+// call may now succeed, or fail), and none sends the payout back to 'sent',
+// whose follow re-broadcasts the stored bytes under the same nonce. It
+// reports whether the payout's status may have changed.
+func (w *work) watch(ctx context.Context) (bool, error) {
+	p := w.p
+	if p.txHash == nil || p.nonce == nil {
+		return false, fmt.Errorf("payout %d is %s but has no tx_hash or nonce", p.id, p.status)
+	}
+	if p.receiptBlock != nil && p.receiptHash != nil {
+		live, err := w.c.blockHash(ctx, uint64(*p.receiptBlock))
+		if err != nil {
+			return false, err
+		}
+		if live == common.HexToHash(*p.receiptHash) {
+			final, err := w.c.finalized(ctx)
+			if err != nil || uint64(*p.receiptBlock) > final {
+				return false, err
+			}
+			if p.status == "reverted" && p.hasCalldata() {
+				// The revoke comes after the call: final only with it.
+				if p.revokeHash == nil || !p.revokeMined {
+					return false, nil
+				}
+				r, _, err := w.c.receipt(ctx, []common.Hash{common.HexToHash(*p.revokeHash)})
+				if err != nil || r == nil || r.BlockNumber.Uint64() > final {
+					return false, err
+				}
+			}
+			if _, err := w.tx.Exec(ctx, `UPDATE payouts SET receipt_final = true WHERE id = $1`, p.id); err != nil {
+				return false, fmt.Errorf("marking receipt of payout %d final: %w", p.id, err)
+			}
+			p.receiptFinal = true
+			w.events = append(w.events, event{outcome: outcomeFinal, step: w.step(), hash: common.HexToHash(*p.txHash),
+				attrs: []any{"status", p.status, "block", *p.receiptBlock}})
+			return false, nil
+		}
+	}
+	// The receipt's block is gone (or was never recorded, for rows from
+	// before receipts were watched): where is the transaction now?
+	hashes := []common.Hash{common.HexToHash(*p.txHash)}
+	for _, h := range p.prior {
+		hashes = append(hashes, common.HexToHash(h))
+	}
+	r, mined, stolen, err := w.c.lookup(ctx, w.e.from, uint64(*p.nonce), hashes)
+	if err != nil {
+		return false, err
+	}
+	if stolen {
+		return false, fmt.Errorf("payout %d was %s, its block is gone and nonce %d is used by a transaction that is none of its %d signings: an operator must check the treasury's transactions",
+			p.id, p.status, *p.nonce, len(hashes))
+	}
+	if r != nil {
+		if p.receiptHash != nil {
+			w.events = append(w.events, event{outcome: outcomeReorged, step: w.step(), hash: mined,
+				attrs: []any{"was", p.status, "old_block", *p.receiptBlock, "new_block", r.BlockNumber}})
+		}
+		return true, w.settle(ctx, r, mined, hashes)
+	}
+	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET status = 'sent', sent_at = now(),
+		receipt_block_number = NULL, receipt_block_hash = NULL, receipt_final = false WHERE id = $1`, p.id); err != nil {
+		return false, fmt.Errorf("sending payout %d back to follow: %w", p.id, err)
+	}
+	attrs := []any{"was", p.status}
+	if p.receiptBlock != nil {
+		attrs = append(attrs, "old_block", *p.receiptBlock)
+	}
+	w.events = append(w.events, event{outcome: outcomeReorged, step: w.step(), hash: hashes[0], attrs: attrs})
+	return true, nil
 }
 
 // step names the payout's main transaction.
@@ -63,8 +150,9 @@ func (w *work) settle(ctx context.Context, r *types.Receipt, mined common.Hash, 
 	}
 	attrs := []any{"block", r.BlockNumber, "gas_used", r.GasUsed}
 	if r.Status == types.ReceiptStatusSuccessful {
-		if _, err := w.tx.Exec(ctx, `UPDATE payouts SET status = 'mined', tx_hash = $2, prior_tx_hashes = $3, error = NULL WHERE id = $1`,
-			p.id, mined.Hex(), others); err != nil {
+		if _, err := w.tx.Exec(ctx, `UPDATE payouts SET status = 'mined', tx_hash = $2, prior_tx_hashes = $3, error = NULL,
+			receipt_block_number = $4, receipt_block_hash = $5, receipt_final = false WHERE id = $1`,
+			p.id, mined.Hex(), others, r.BlockNumber.Int64(), r.BlockHash.Hex()); err != nil {
 			return fmt.Errorf("marking payout mined: %w", err)
 		}
 		w.events = append(w.events, event{outcome: outcomeMined, step: w.step(), hash: mined, attrs: attrs})
@@ -73,8 +161,9 @@ func (w *work) settle(ctx context.Context, r *types.Receipt, mined common.Hash, 
 	// The stored bytes carry the same call as every signing of the nonce.
 	tx, _ := decodeTx(p.rawTx)
 	reason := w.c.revertReason(ctx, tx, w.e.from, r)
-	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET status = 'reverted', tx_hash = $2, prior_tx_hashes = $3, error = $4 WHERE id = $1`,
-		p.id, mined.Hex(), others, reason); err != nil {
+	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET status = 'reverted', tx_hash = $2, prior_tx_hashes = $3, error = $4,
+		receipt_block_number = $5, receipt_block_hash = $6, receipt_final = false WHERE id = $1`,
+		p.id, mined.Hex(), others, reason, r.BlockNumber.Int64(), r.BlockHash.Hex()); err != nil {
 		return fmt.Errorf("marking payout reverted: %w", err)
 	}
 	w.events = append(w.events, event{outcome: outcomeReverted, step: w.step(), hash: mined, attrs: append(attrs, "error", reason)})

@@ -153,6 +153,10 @@ type payoutRow struct {
 	RevokeHash                *string
 	RawTx, ApproveRaw, Revoke []byte
 	Prior                     []string
+	RevokeMined               bool
+	ReceiptBlock              *int64
+	ReceiptHash               *string
+	ReceiptFinal              bool
 	Error                     *string
 	SentAt                    *time.Time
 }
@@ -161,9 +165,11 @@ func (f *fixture) payout(id int64) payoutRow {
 	f.t.Helper()
 	var p payoutRow
 	err := f.db.PG.QueryRow(f.ctx, `SELECT status, from_address, nonce, approve_nonce, revoke_nonce, tx_hash, approve_tx_hash, revoke_tx_hash,
-		raw_tx, approve_raw_tx, revoke_raw_tx, prior_tx_hashes, error, sent_at FROM payouts WHERE id = $1`, id).
+		raw_tx, approve_raw_tx, revoke_raw_tx, revoke_mined, receipt_block_number, receipt_block_hash, receipt_final,
+		prior_tx_hashes, error, sent_at FROM payouts WHERE id = $1`, id).
 		Scan(&p.Status, &p.From, &p.Nonce, &p.ApproveNonce, &p.RevokeNonce, &p.TxHash, &p.ApproveHash, &p.RevokeHash,
-			&p.RawTx, &p.ApproveRaw, &p.Revoke, &p.Prior, &p.Error, &p.SentAt)
+			&p.RawTx, &p.ApproveRaw, &p.Revoke, &p.RevokeMined, &p.ReceiptBlock, &p.ReceiptHash, &p.ReceiptFinal,
+			&p.Prior, &p.Error, &p.SentAt)
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -18,6 +18,8 @@ const (
 	outcomeMined       = "mined"
 	outcomeReverted    = "reverted"
 	outcomeRevoked     = "revoked"
+	outcomeReorged     = "reorged"
+	outcomeFinal       = "final"
 	outcomeError       = "error"
 )
 
@@ -37,7 +39,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		payouts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "settle_payouts_total",
 			Help: "Payout events by payout kind (delivery, refund) and outcome: signed, broadcast and rebroadcast count " +
 				"transactions (transfers, approvals, calls, revokes); mined and reverted count payouts; bumped counts fee " +
-				"replacements; revoked counts approvals revoked after a reverted call; error counts failed attempts."},
+				"replacements; revoked counts approvals revoked after a reverted call; final counts mined or reverted receipts " +
+				"whose block became final; reorged counts receipts whose block a reorg removed; error counts failed attempts."},
 			[]string{"kind", "outcome"}),
 		tokenBalance: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "settle_treasury_balance",
 			Help: "Treasury token balance in token units (not the smallest unit)."},

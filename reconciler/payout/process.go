@@ -125,9 +125,24 @@ func (w *work) run(ctx context.Context) error {
 	p := w.p
 	switch {
 	case p.status == "sent":
+		if p.revokeOpen() {
+			// Signed before a reorg sent the call back here: keep its
+			// nonce moving.
+			if err := w.revoke(ctx); err != nil {
+				return err
+			}
+		}
 		return w.follow(ctx)
-	case p.status == "reverted":
-		return w.revoke(ctx)
+	case p.status == "mined" || p.status == "reverted" || p.status == "confirmed":
+		if p.status != "confirmed" && !p.receiptFinal {
+			if moved, err := w.watch(ctx); err != nil || moved {
+				return err
+			}
+		}
+		if p.revokeOpen() {
+			return w.revoke(ctx)
+		}
+		return nil
 	case !p.hasCalldata():
 		return w.signTransfer(ctx)
 	case p.approveHash == nil:
@@ -153,6 +168,13 @@ func (e *Executor) emit(ctx context.Context, p *row, ev event, res *Result) {
 		// The destination's decision, not a failure of ours: info, like
 		// mined.
 		res.Reverted++
+	case outcomeFinal:
+		res.Final++
+		msg = "payout receipt final"
+	case outcomeReorged:
+		res.Reorged++
+		level = slog.LevelWarn
+		msg = "payout receipt's block was reorged away; following the transaction again"
 	case outcomeRevoked:
 		res.Revoked++
 		msg = "approval revoked after reverted call"

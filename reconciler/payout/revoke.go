@@ -11,11 +11,13 @@ import (
 
 // revoke withdraws the approval of a payout whose call reverted: the
 // reconciler refunds such a deposit, and an allowance left behind would
-// let the destination contract pull the amount as well. The payout stays
-// reverted; progress lives in revoke_*: revoke_tx_hash NULL means to sign,
-// revoke_raw_tx set means signed and not yet mined, and revoke_raw_tx
-// cleared (with revoke_tx_hash kept) means mined. approve(spender, 0) is
-// idempotent, so a failed revoke is simply signed again with a new nonce.
+// let the destination contract pull the amount as well. Progress lives in
+// revoke_*: revoke_tx_hash NULL means to sign, set means signed (its bytes
+// in revoke_raw_tx), and revoke_mined that its receipt succeeded. Until
+// the payout is final a mined revoke is checked again, and re-broadcast if
+// a reorg dropped it, so its nonce never becomes a gap. approve(spender, 0)
+// is idempotent, so a failed revoke is simply signed again with a new
+// nonce.
 func (w *work) revoke(ctx context.Context) error {
 	p := w.p
 	if p.revokeHash == nil {
@@ -31,12 +33,23 @@ func (w *work) revoke(ctx context.Context) error {
 	}
 	switch {
 	case r == nil && !stolen:
+		if p.revokeMined {
+			if _, err := w.tx.Exec(ctx, `UPDATE payouts SET revoke_mined = false WHERE id = $1`, p.id); err != nil {
+				return fmt.Errorf("marking revoke unmined: %w", err)
+			}
+			p.revokeMined = false
+			w.events = append(w.events, event{outcome: outcomeReorged, step: "revoke", hash: hash})
+		}
 		w.seen[hash] = true
 		return w.rebroadcast("revoke", p.revokeRaw, []common.Hash{hash})
 	case r != nil && r.Status == types.ReceiptStatusSuccessful:
-		if _, err := w.tx.Exec(ctx, `UPDATE payouts SET revoke_raw_tx = NULL WHERE id = $1`, p.id); err != nil {
+		if p.revokeMined {
+			return nil
+		}
+		if _, err := w.tx.Exec(ctx, `UPDATE payouts SET revoke_mined = true WHERE id = $1`, p.id); err != nil {
 			return fmt.Errorf("marking revoke mined: %w", err)
 		}
+		p.revokeMined = true
 		w.events = append(w.events, event{outcome: outcomeRevoked, step: "revoke", hash: hash, attrs: []any{"block", r.BlockNumber}})
 		return nil
 	}
@@ -44,7 +57,7 @@ func (w *work) revoke(ctx context.Context) error {
 	if r != nil {
 		why = "reverted in block " + r.BlockNumber.String()
 	}
-	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET revoke_nonce = NULL, revoke_tx_hash = NULL, revoke_raw_tx = NULL WHERE id = $1`, p.id); err != nil {
+	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET revoke_nonce = NULL, revoke_tx_hash = NULL, revoke_raw_tx = NULL, revoke_mined = false WHERE id = $1`, p.id); err != nil {
 		return fmt.Errorf("clearing failed revoke: %w", err)
 	}
 	w.events = append(w.events, event{outcome: outcomeError, step: "revoke", hash: hash, attrs: []any{"error", why}})

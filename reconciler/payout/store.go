@@ -15,11 +15,15 @@ import (
 )
 
 // openCondition selects the payouts the executor still has work on:
-// pending (to sign), sent (to follow), and reverted calls whose approval is
-// not yet revoked (revoke_raw_tx is cleared once the revoke is mined).
+// pending (to sign), sent (to follow), mined or reverted ones whose receipt
+// is not final yet (to watch for a reorg), reverted calls whose approval
+// is not yet revoked, and any signed revoke not yet mined, whatever the
+// payout's status: a reorg may have turned the revert into a success, and
+// an unmined revoke would block every later nonce.
 const openCondition = `(status IN ('pending', 'sent')
-	OR (status = 'reverted' AND calldata IS NOT NULL AND tx_hash IS NOT NULL
-	    AND (revoke_tx_hash IS NULL OR revoke_raw_tx IS NOT NULL)))`
+	OR (status IN ('mined', 'reverted') AND NOT receipt_final)
+	OR (status = 'reverted' AND calldata IS NOT NULL AND tx_hash IS NOT NULL AND revoke_tx_hash IS NULL)
+	OR (revoke_tx_hash IS NOT NULL AND NOT revoke_mined))`
 
 // listBatch bounds the payouts one pass looks at.
 const listBatch = 1000
@@ -62,6 +66,12 @@ type row struct {
 	revokeNonce  *int64
 	revokeHash   *string
 	revokeRaw    []byte
+	revokeMined  bool
+	// receiptBlock and receiptHash locate the receipt of a mined or
+	// reverted payout; receiptFinal is set once that block is final.
+	receiptBlock *int64
+	receiptHash  *string
+	receiptFinal bool
 	// sentAge is how long ago the current signing was stored, by the
 	// database clock, so executors on different hosts agree.
 	sentAge time.Duration
@@ -75,7 +85,7 @@ var errNotClaimed = errors.New("payout not claimed")
 func claim(ctx context.Context, tx pgx.Tx, id int64) (*row, error) {
 	const q = `SELECT id, session_id, kind, chain_id, token, to_address, amount::text, calldata, status,
 		approve_nonce, approve_tx_hash, approve_raw_tx, nonce, tx_hash, raw_tx, prior_tx_hashes,
-		revoke_nonce, revoke_tx_hash, revoke_raw_tx,
+		revoke_nonce, revoke_tx_hash, revoke_raw_tx, revoke_mined, receipt_block_number, receipt_block_hash, receipt_final,
 		coalesce(extract(epoch FROM now() - sent_at), 0)::float8
 		FROM payouts WHERE id = $1 AND ` + openCondition + ` FOR UPDATE SKIP LOCKED`
 	var (
@@ -87,7 +97,7 @@ func claim(ctx context.Context, tx pgx.Tx, id int64) (*row, error) {
 	)
 	err := tx.QueryRow(ctx, q, id).Scan(&p.id, &p.sessionID, &p.kind, &chainID, &token, &to, &amount, &calldata, &p.status,
 		&p.approveNonce, &p.approveHash, &p.approveRaw, &p.nonce, &p.txHash, &p.rawTx, &p.prior,
-		&p.revokeNonce, &p.revokeHash, &p.revokeRaw, &age)
+		&p.revokeNonce, &p.revokeHash, &p.revokeRaw, &p.revokeMined, &p.receiptBlock, &p.receiptHash, &p.receiptFinal, &age)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, errNotClaimed
 	}
@@ -124,6 +134,16 @@ func claim(ctx context.Context, tx pgx.Tx, id int64) (*row, error) {
 
 // hasCalldata reports whether the payout calls a contract (approve + call).
 func (p *row) hasCalldata() bool { return p.calldata != nil }
+
+// revokeOpen reports whether a reverted call's approval still has to be
+// revoked, or its revoke is not mined yet, or is mined in a block that may
+// still be reorged away.
+func (p *row) revokeOpen() bool {
+	if p.revokeHash != nil {
+		return !p.revokeMined || !p.receiptFinal
+	}
+	return p.status == "reverted" && p.hasCalldata() && p.txHash != nil
+}
 
 // recordError stores why the last attempt on payout id failed, without
 // waiting for a lock another executor holds (it will record its own).
@@ -198,7 +218,8 @@ func approvalBusy(ctx context.Context, tx pgx.Tx, p *row) (bool, error) {
 	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM payouts
 		WHERE chain_id = $1 AND lower(token) = $2 AND lower(to_address) = $3 AND id <> $4 AND calldata IS NOT NULL
 		  AND ((status = 'pending' AND approve_tx_hash IS NOT NULL) OR status = 'sent'
-		       OR (status = 'reverted' AND tx_hash IS NOT NULL AND (revoke_tx_hash IS NULL OR revoke_raw_tx IS NOT NULL))))`,
+		       OR (status = 'reverted' AND tx_hash IS NOT NULL AND revoke_tx_hash IS NULL)
+		       OR (revoke_tx_hash IS NOT NULL AND NOT revoke_mined)))`,
 		int64(p.chainID), hexAddr(p.token), hexAddr(p.to), p.id).Scan(&busy)
 	if err != nil {
 		return false, fmt.Errorf("checking other approvals of %s: %w", p.to, err)

@@ -1,0 +1,138 @@
+package payout
+
+import (
+	"math/big"
+	"testing"
+	"time"
+
+	"github.com/settle-dev/settle/internal/anvil"
+)
+
+// A payout whose block a reorg removes before it is final, and before any
+// indexer saw it, goes back to 'sent': the executor broadcasts the same
+// signed bytes again, so the destination is paid exactly once.
+func TestMinedPayoutReorgedAwayIsSentAgain(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	e, reg := f.executor(func(c *Config) {
+		c.Finality = map[uint64]Finality{f.node.ChainID(): {Depth: 3}}
+		c.RebroadcastAfter = 100 * time.Millisecond
+	})
+	dest := randomAddress(t)
+	const amount = 2_500_000
+	id := f.addPayout(dest, amount, nil)
+	f.runUntil(e, 20*time.Second, f.status(id))
+	before := f.payout(id)
+	if before.Status != "mined" || before.ReceiptBlock == nil || before.ReceiptHash == nil || before.ReceiptFinal {
+		t.Fatalf("after mining: %+v, want mined with its receipt's block recorded, not final", before)
+	}
+
+	if err := f.node.Reorg(f.ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.balance(dest); got.Sign() != 0 {
+		t.Fatalf("the reorg left the destination %s", got)
+	}
+	total := f.runUntil(e, 30*time.Second, func() bool {
+		p := f.payout(id)
+		return p.Status == "mined" && p.ReceiptHash != nil && *p.ReceiptHash != *before.ReceiptHash
+	})
+	if total.Reorged != 1 || total.Mined != 1 || total.Signed != 0 || total.Bumped != 0 {
+		t.Errorf("passes after the reorg: %+v, want one reorg noticed and the same transaction mined again", total)
+	}
+	after := f.payout(id)
+	if *after.TxHash != *before.TxHash || *after.Nonce != *before.Nonce {
+		t.Errorf("after the reorg tx %s nonce %d, want the same %s and %d", *after.TxHash, *after.Nonce, *before.TxHash, *before.Nonce)
+	}
+	if got := f.balance(dest); got.Int64() != amount {
+		t.Errorf("destination holds %s, want %d", got, amount)
+	}
+	if got := f.balance(f.treasury); got.Int64() != treasuryFunds-amount {
+		t.Errorf("treasury holds %s, want %d", got, treasuryFunds-amount)
+	}
+	if n := f.chainNonce(); n != 1 {
+		t.Errorf("treasury sent %d transactions, want 1", n)
+	}
+
+	// Final three blocks deep, and then left alone.
+	if err := f.node.Mine(f.ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	total = f.runUntil(e, 20*time.Second, func() bool { return f.payout(id).ReceiptFinal })
+	if total.Final != 1 {
+		t.Errorf("passes until final: %+v", total)
+	}
+	if res, err := e.RunOnce(f.ctx); err != nil || res != (Result{}) {
+		t.Errorf("pass after final: %+v, %v; want nothing", res, err)
+	}
+	if got := metricValue(t, reg, "settle_payouts_total", map[string]string{"kind": "delivery", "outcome": "reorged"}); got != 1 {
+		t.Errorf("settle_payouts_total{outcome=reorged} = %v, want 1", got)
+	}
+}
+
+// A reverted call whose approve, call and revoke a reorg all removes is
+// followed again: every nonce is refilled by the same signed bytes, the
+// call reverts again, and the approval ends revoked. Until then the revert
+// is not final, which is what holds back the deposit's refund.
+func TestRevertedCallReorgedAwayIsFollowedAgain(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	merchant, err := f.node.DeployTestMerchant(f.ctx, anvil.DevKeys[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := f.executor(func(c *Config) {
+		c.Finality = map[uint64]Finality{f.node.ChainID(): {Depth: 2}}
+		c.RebroadcastAfter = 100 * time.Millisecond
+	})
+	const amount = 4_000_000
+	refuse, err := anvil.MerchantRevertCalldata(f.token, big.NewInt(amount), [32]byte{9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := f.addPayout(merchant, amount, refuse)
+	f.runUntil(e, 30*time.Second, func() bool { p := f.payout(id); return p.Status == "reverted" && p.RevokeMined })
+	before := f.payout(id)
+	if before.ReceiptFinal {
+		t.Fatal("revert final before any confirmation")
+	}
+	if n := f.chainNonce(); n != 3 {
+		t.Fatalf("treasury sent %d transactions, want 3 (approve, call, revoke)", n)
+	}
+
+	// Automine put each in its own block: drop all three.
+	if err := f.node.Reorg(f.ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.chainNonce(); n != 0 {
+		t.Fatalf("after the reorg the treasury's nonce is %d, want 0", n)
+	}
+	total := f.runUntil(e, 30*time.Second, func() bool {
+		p := f.payout(id)
+		return p.Status == "reverted" && p.RevokeMined && p.ReceiptHash != nil && *p.ReceiptHash != *before.ReceiptHash
+	})
+	if total.Reorged < 2 || total.Signed != 0 || total.Bumped != 0 {
+		t.Errorf("passes after the reorg: %+v, want the call and the revoke noticed and nothing new signed", total)
+	}
+	after := f.payout(id)
+	if *after.TxHash != *before.TxHash || *after.RevokeHash != *before.RevokeHash || *after.ApproveHash != *before.ApproveHash {
+		t.Errorf("transactions changed: before %+v after %+v", before, after)
+	}
+	if n := f.chainNonce(); n != 3 {
+		t.Errorf("treasury sent %d transactions, want the same 3", n)
+	}
+	if got := f.allowanceAt(f.treasury, merchant, nil); got.Sign() != 0 {
+		t.Errorf("allowance %s, want 0 after the revoke", got)
+	}
+	if got := f.balance(f.treasury); got.Int64() != treasuryFunds {
+		t.Errorf("treasury holds %s, want all %d", got, treasuryFunds)
+	}
+
+	if err := f.node.Mine(f.ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	f.runUntil(e, 20*time.Second, func() bool { return f.payout(id).ReceiptFinal })
+	if res, err := e.RunOnce(f.ctx); err != nil || res != (Result{}) {
+		t.Errorf("pass after final: %+v, %v; want nothing", res, err)
+	}
+}

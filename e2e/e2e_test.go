@@ -53,6 +53,12 @@ func TestExactDepositSucceedsWithCrossChainDelivery(t *testing.T) {
 	if got := s.ledger(id, 2); strings.Join(got, "|") != "delivery 10000000|deposit 10000000" {
 		t.Errorf("ledger = %q", got)
 	}
+	var status string
+	var final bool
+	if err := s.db.PG.QueryRow(context.Background(), `SELECT status, receipt_final FROM payouts WHERE session_id = $1 AND kind = 'delivery'`, id).
+		Scan(&status, &final); err != nil || status != "confirmed" || !final {
+		t.Errorf("delivery payout status %q receipt_final %v (%v), want confirmed and final", status, final, err)
+	}
 }
 
 // (b) Calldata to a contract: a call that works succeeds with the merchant

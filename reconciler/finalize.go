@@ -238,7 +238,7 @@ func (r *Reconciler) confirmPayout(ctx context.Context, id int64) error {
 		if err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `UPDATE payouts SET status = 'confirmed', confirmed_at = now() WHERE id = $1`, id); err != nil {
+		if _, err := tx.Exec(ctx, `UPDATE payouts SET status = 'confirmed', confirmed_at = now(), receipt_final = true WHERE id = $1`, id); err != nil {
 			return fmt.Errorf("confirming payout %d: %w", id, err)
 		}
 		c, ok := r.cfg.Chains.Chain(uint64(p.chainID))

@@ -141,6 +141,11 @@ func loadConfig(path string, dev bool) (*fileConfig, error) {
 		cfg.API.SessionTTL = time.Hour
 	}
 	for _, c := range cfg.Chains {
+		if c.Family != "evm" {
+			// Accepting such a chain would let the API take sessions and
+			// deposits that nothing indexes or pays out.
+			return nil, fmt.Errorf("chain %s: family %q is not supported yet (only evm has an indexer and delivery)", c.Name, c.Family)
+		}
 		switch c.Finality {
 		case "", "depth":
 		case "finalized":

@@ -55,6 +55,8 @@ func TestConfigEnvOverridesAndErrors(t *testing.T) {
 		"api: {session_ttl: 10s}\n": "out of range",
 		"chains: [{name: A, id: 1, family: evm, tokens: [{symbol: X, address: '0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD', decimals: 6}]}]\n": "checksum",
 		"chains: [{name: A, id: 1, family: evm}, {name: B, id: 1, family: evm}]\n":                                                             "used twice",
+		"chains: [{name: Sol, id: 900, family: solana}]\n":                                                                                     "not supported yet",
+		"chains: [{name: X, id: 1}]\n": "not supported yet",
 	} {
 		cfg, err := loadConfig(write(body), false)
 		if err == nil {

@@ -111,7 +111,7 @@ func runChild(c childConfig) error {
 			clients[id] = cl
 			fin[id] = payout.Finality{Depth: c.FinalityDepth}
 		}
-		ex, err := payout.New(payout.Config{Postgres: pg, Chains: clients, Finality: fin, Treasury: treasury, Interval: 20 * time.Millisecond, RebroadcastAfter: time.Second})
+		ex, err := payout.New(payout.Config{Postgres: pg, Chains: clients, Finality: fin, Treasury: treasury, Interval: 20 * time.Millisecond, RebroadcastAfter: time.Second, WatchEvery: 200 * time.Millisecond})
 		if err != nil {
 			return err
 		}

@@ -194,7 +194,7 @@ func newStack(t *testing.T, o options) *stack {
 		g.Go(func() error { return s.rec.Run(gctx) })
 		fin := map[uint64]payout.Finality{chainA: {Depth: o.finalityDepth, Tag: o.finalizedTag}, chainB: {Depth: o.finalityDepth, Tag: o.finalizedTag}}
 		ex, err := payout.New(payout.Config{Postgres: s.db.PG, Chains: clients, Finality: fin, Treasury: s.treasury, Logger: logger,
-			Interval: 100 * time.Millisecond, RebroadcastAfter: 2 * time.Second})
+			Interval: 100 * time.Millisecond, RebroadcastAfter: 2 * time.Second, WatchEvery: 200 * time.Millisecond})
 		must(err)
 		g.Go(func() error { return ex.Run(gctx) })
 	}

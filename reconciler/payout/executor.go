@@ -68,6 +68,10 @@ type Config struct {
 	// BumpAfter is how long a payout transaction may stay unmined before it
 	// is replaced by one with the same nonce and higher fees; default 2m.
 	BumpAfter time.Duration
+	// WatchEvery is how often the receipt of a mined or reverted payout is
+	// re-checked until it is final; default 2s. Watching costs node calls
+	// per payout, so it must not crowd out new payouts.
+	WatchEvery time.Duration
 }
 
 // Executor signs, stores, broadcasts and follows payout transactions. Any
@@ -82,13 +86,16 @@ type Executor struct {
 	logger  *slog.Logger
 	metrics *metrics
 
-	// mu guards lastSent and balancesAt.
+	// mu guards lastSent, lastWatched and balancesAt.
 	mu sync.Mutex
 	// lastSent is when each stored transaction was last handed to a node
 	// by this process. It is memory only on purpose: after a restart every
 	// unmined transaction is re-broadcast at once.
-	lastSent   map[common.Hash]time.Time
-	balancesAt time.Time
+	lastSent map[common.Hash]time.Time
+	// lastWatched is when each payout's receipt was last re-checked by
+	// this process.
+	lastWatched map[int64]time.Time
+	balancesAt  time.Time
 
 	// skipBroadcast makes the executor stop after storing a signed
 	// transaction, as if it crashed before broadcasting it (tests only).
@@ -103,8 +110,9 @@ func New(cfg Config) (*Executor, error) {
 	cfg.Interval = cmp.Or(cfg.Interval, 500*time.Millisecond)
 	cfg.RebroadcastAfter = cmp.Or(cfg.RebroadcastAfter, 15*time.Second)
 	cfg.BumpAfter = cmp.Or(cfg.BumpAfter, 2*time.Minute)
-	if cfg.Interval < 0 || cfg.RebroadcastAfter < 0 || cfg.BumpAfter < 0 {
-		return nil, errors.New("payout: Interval, RebroadcastAfter and BumpAfter must not be negative")
+	cfg.WatchEvery = cmp.Or(cfg.WatchEvery, 2*time.Second)
+	if cfg.Interval < 0 || cfg.RebroadcastAfter < 0 || cfg.BumpAfter < 0 || cfg.WatchEvery < 0 {
+		return nil, errors.New("payout: Interval, RebroadcastAfter, BumpAfter and WatchEvery must not be negative")
 	}
 	chains := make(map[uint64]*chain, len(cfg.Chains))
 	for id, c := range cfg.Chains {
@@ -132,14 +140,15 @@ func New(cfg Config) (*Executor, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Executor{
-		cfg:      cfg,
-		pg:       cfg.Postgres,
-		key:      cfg.Treasury,
-		from:     crypto.PubkeyToAddress(cfg.Treasury.PublicKey),
-		chains:   chains,
-		logger:   logger.With("component", "payout"),
-		metrics:  newMetrics(cfg.Registerer),
-		lastSent: make(map[common.Hash]time.Time),
+		cfg:         cfg,
+		pg:          cfg.Postgres,
+		key:         cfg.Treasury,
+		from:        crypto.PubkeyToAddress(cfg.Treasury.PublicKey),
+		chains:      chains,
+		logger:      logger.With("component", "payout"),
+		metrics:     newMetrics(cfg.Registerer),
+		lastSent:    make(map[common.Hash]time.Time),
+		lastWatched: make(map[int64]time.Time),
 	}, nil
 }
 
@@ -255,6 +264,19 @@ func (e *Executor) forgetExcept(seen map[common.Hash]bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	maps.DeleteFunc(e.lastSent, func(h common.Hash, _ time.Time) bool { return !seen[h] })
+	maps.DeleteFunc(e.lastWatched, func(_ int64, at time.Time) bool { return time.Since(at) > 10*e.cfg.WatchEvery })
+}
+
+// dueForWatch reports whether payout id's receipt was not re-checked
+// within WatchEvery, and if so marks it checked now.
+func (e *Executor) dueForWatch(id int64) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if at, ok := e.lastWatched[id]; ok && time.Since(at) < e.cfg.WatchEvery {
+		return false
+	}
+	e.lastWatched[id] = time.Now()
+	return true
 }
 
 // dueForRebroadcast reports whether hash was never broadcast by this

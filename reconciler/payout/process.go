@@ -134,7 +134,7 @@ func (w *work) run(ctx context.Context) error {
 		}
 		return w.follow(ctx)
 	case p.status == "mined" || p.status == "reverted" || p.status == "confirmed":
-		if p.status != "confirmed" && !p.receiptFinal {
+		if p.status != "confirmed" && !p.receiptFinal && w.e.dueForWatch(p.id) {
 			if moved, err := w.watch(ctx); err != nil || moved {
 				return err
 			}

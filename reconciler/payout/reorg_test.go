@@ -17,6 +17,7 @@ func TestMinedPayoutReorgedAwayIsSentAgain(t *testing.T) {
 	e, reg := f.executor(func(c *Config) {
 		c.Finality = map[uint64]Finality{f.node.ChainID(): {Depth: 3}}
 		c.RebroadcastAfter = 100 * time.Millisecond
+		c.WatchEvery = 50 * time.Millisecond
 	})
 	dest := randomAddress(t)
 	const amount = 2_500_000
@@ -84,6 +85,7 @@ func TestRevertedCallReorgedAwayIsFollowedAgain(t *testing.T) {
 	e, _ := f.executor(func(c *Config) {
 		c.Finality = map[uint64]Finality{f.node.ChainID(): {Depth: 2}}
 		c.RebroadcastAfter = 100 * time.Millisecond
+		c.WatchEvery = 50 * time.Millisecond
 	})
 	const amount = 4_000_000
 	refuse, err := anvil.MerchantRevertCalldata(f.token, big.NewInt(amount), [32]byte{9})
@@ -134,5 +136,44 @@ func TestRevertedCallReorgedAwayIsFollowedAgain(t *testing.T) {
 	f.runUntil(e, 20*time.Second, func() bool { return f.payout(id).ReceiptFinal })
 	if res, err := e.RunOnce(f.ctx); err != nil || res != (Result{}) {
 		t.Errorf("pass after final: %+v, %v; want nothing", res, err)
+	}
+}
+
+// Watching receipts costs node calls per payout: it happens at most every
+// WatchEvery, and payouts to sign or follow are listed before watched ones.
+func TestWatchingIsThrottledAndListedLast(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	e, _ := f.executor(func(c *Config) { c.WatchEvery = time.Hour })
+	first := f.addPayout(randomAddress(t), 1_000_000, nil)
+	f.runUntil(e, 20*time.Second, f.status(first))
+	if res, err := e.RunOnce(f.ctx); err != nil || res != (Result{}) { // the first watch
+		t.Fatalf("pass after mined: %+v, %v", res, err)
+	}
+	if err := f.node.Reorg(f.ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	second := f.addPayout(randomAddress(t), 1_000_000, nil)
+	ids, err := listOpen(f.ctx, f.db.PG, []int64{int64(f.node.ChainID())})
+	if err != nil || len(ids) != 2 || ids[0] != second || ids[1] != first {
+		t.Fatalf("listOpen = %v, %v; want the new payout %d before the watched %d", ids, err, second, first)
+	}
+	for range 5 {
+		if _, err := e.RunOnce(f.ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p := f.payout(first); p.Status != "mined" {
+		t.Errorf("watched again within WatchEvery: status %s", p.Status)
+	}
+	// Signed at nonce 1, it waits on the gap the reorg left at nonce 0...
+	if p := f.payout(second); p.Status != "sent" || *p.Nonce != 1 {
+		t.Errorf("new payout %s at nonce %v, want sent at 1", p.Status, p.Nonce)
+	}
+	// ...until the watch is due, re-broadcasts the first, and both land.
+	e.cfg.WatchEvery = 0
+	f.runUntil(e, 20*time.Second, func() bool { return f.payout(first).Status == "mined" && f.payout(second).Status == "mined" })
+	if n := f.chainNonce(); n != 2 {
+		t.Errorf("treasury sent %d transactions, want 2", n)
 	}
 }

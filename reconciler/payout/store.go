@@ -28,10 +28,12 @@ const openCondition = `(status IN ('pending', 'sent')
 // listBatch bounds the payouts one pass looks at.
 const listBatch = 1000
 
-// listOpen returns the ids of open payouts on the given chains, oldest
-// first. Nothing is locked: each is claimed on its own later.
+// listOpen returns the ids of open payouts on the given chains: those to
+// sign or follow first, then those only watched until final, oldest first
+// within each. Nothing is locked: each is claimed on its own later.
 func listOpen(ctx context.Context, pg *pgxpool.Pool, chainIDs []int64) ([]int64, error) {
-	rows, err := pg.Query(ctx, `SELECT id FROM payouts WHERE chain_id = ANY($1) AND `+openCondition+` ORDER BY id LIMIT $2`,
+	rows, err := pg.Query(ctx, `SELECT id FROM payouts WHERE chain_id = ANY($1) AND `+openCondition+`
+		ORDER BY status IN ('pending', 'sent') DESC, id LIMIT $2`,
 		chainIDs, listBatch)
 	if err != nil {
 		return nil, fmt.Errorf("listing open payouts: %w", err)

@@ -134,12 +134,15 @@ func (w *work) run(ctx context.Context) error {
 		}
 		return w.follow(ctx)
 	case p.status == "mined" || p.status == "reverted" || p.status == "confirmed":
-		if p.status != "confirmed" && !p.receiptFinal && w.e.dueForWatch(p.id) {
+		due := p.status != "confirmed" && !p.receiptFinal && w.e.dueForWatch(p.id)
+		if due {
 			if moved, err := w.watch(ctx); err != nil || moved {
 				return err
 			}
 		}
-		if p.revokeOpen() {
+		// An unmined revoke is followed every pass; a mined one is only
+		// re-checked along with the watch.
+		if p.revokeOpen() && (!p.revokeMined || due) {
 			return w.revoke(ctx)
 		}
 		return nil

@@ -248,11 +248,14 @@ func (e *Executor) RunOnce(ctx context.Context) (Result, error) {
 		return res, err
 	}
 	seen := make(map[common.Hash]bool)
-	for _, id := range open {
+	for _, o := range open {
 		if ctx.Err() != nil {
 			return res, nil
 		}
-		res.add(e.process(ctx, id, seen))
+		if !o.active && !e.watchDue(o.id) {
+			continue // not even a claim: watched payouts can be many
+		}
+		res.add(e.process(ctx, o.id, seen))
 	}
 	e.forgetExcept(seen)
 	return res, nil
@@ -267,8 +270,16 @@ func (e *Executor) forgetExcept(seen map[common.Hash]bool) {
 	maps.DeleteFunc(e.lastWatched, func(_ int64, at time.Time) bool { return time.Since(at) > 10*e.cfg.WatchEvery })
 }
 
-// dueForWatch reports whether payout id's receipt was not re-checked
-// within WatchEvery, and if so marks it checked now.
+// watchDue reports whether payout id's receipt was not re-checked within
+// WatchEvery.
+func (e *Executor) watchDue(id int64) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	at, ok := e.lastWatched[id]
+	return !ok || time.Since(at) >= e.cfg.WatchEvery
+}
+
+// dueForWatch is watchDue, marking the receipt checked now when it is.
 func (e *Executor) dueForWatch(id int64) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()

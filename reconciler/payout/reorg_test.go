@@ -2,6 +2,7 @@ package payout
 
 import (
 	"math/big"
+	"slices"
 	"testing"
 	"time"
 
@@ -154,9 +155,9 @@ func TestWatchingIsThrottledAndListedLast(t *testing.T) {
 		t.Fatal(err)
 	}
 	second := f.addPayout(randomAddress(t), 1_000_000, nil)
-	ids, err := listOpen(f.ctx, f.db.PG, []int64{int64(f.node.ChainID())})
-	if err != nil || len(ids) != 2 || ids[0] != second || ids[1] != first {
-		t.Fatalf("listOpen = %v, %v; want the new payout %d before the watched %d", ids, err, second, first)
+	open, err := listOpen(f.ctx, f.db.PG, []int64{int64(f.node.ChainID())})
+	if want := []openPayout{{second, true}, {first, false}}; err != nil || !slices.Equal(open, want) {
+		t.Fatalf("listOpen = %v, %v; want %v: the new payout active and first, the mined one watched", open, err, want)
 	}
 	for range 5 {
 		if _, err := e.RunOnce(f.ctx); err != nil {

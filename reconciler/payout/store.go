@@ -28,21 +28,38 @@ const openCondition = `(status IN ('pending', 'sent')
 // listBatch bounds the payouts one pass looks at.
 const listBatch = 1000
 
-// listOpen returns the ids of open payouts on the given chains: those to
-// sign or follow first, then those only watched until final, oldest first
-// within each. Nothing is locked: each is claimed on its own later.
-func listOpen(ctx context.Context, pg *pgxpool.Pool, chainIDs []int64) ([]int64, error) {
-	rows, err := pg.Query(ctx, `SELECT id FROM payouts WHERE chain_id = ANY($1) AND `+openCondition+`
-		ORDER BY status IN ('pending', 'sent') DESC, id LIMIT $2`,
+// activeCondition is the part of openCondition with work on every pass;
+// the rest of the open payouts are only watched until final.
+const activeCondition = `(status IN ('pending', 'sent')
+	OR (status = 'reverted' AND calldata IS NOT NULL AND tx_hash IS NOT NULL AND revoke_tx_hash IS NULL)
+	OR (revoke_tx_hash IS NOT NULL AND NOT revoke_mined))`
+
+// openPayout is a payout listOpen found.
+type openPayout struct {
+	id int64
+	// active: there is work on every pass, not only a watch.
+	active bool
+}
+
+// listOpen returns the open payouts on the given chains: active ones
+// first, then those only watched until final, oldest first within each.
+// Nothing is locked: each is claimed on its own later.
+func listOpen(ctx context.Context, pg *pgxpool.Pool, chainIDs []int64) ([]openPayout, error) {
+	rows, err := pg.Query(ctx, `SELECT id, `+activeCondition+` AS active FROM payouts
+		WHERE chain_id = ANY($1) AND `+openCondition+` ORDER BY active DESC, id LIMIT $2`,
 		chainIDs, listBatch)
 	if err != nil {
 		return nil, fmt.Errorf("listing open payouts: %w", err)
 	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	open, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (openPayout, error) {
+		var o openPayout
+		err := r.Scan(&o.id, &o.active)
+		return o, err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("listing open payouts: %w", err)
 	}
-	return ids, nil
+	return open, nil
 }
 
 // row is a claimed payout.

@@ -252,7 +252,7 @@ func (e *Executor) RunOnce(ctx context.Context) (Result, error) {
 		if ctx.Err() != nil {
 			return res, nil
 		}
-		if !o.active && !e.watchDue(o.id) {
+		if !o.active && !e.watchDue(o.id, false) {
 			continue // not even a claim: watched payouts can be many
 		}
 		res.add(e.process(ctx, o.id, seen))
@@ -271,22 +271,16 @@ func (e *Executor) forgetExcept(seen map[common.Hash]bool) {
 }
 
 // watchDue reports whether payout id's receipt was not re-checked within
-// WatchEvery.
-func (e *Executor) watchDue(id int64) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	at, ok := e.lastWatched[id]
-	return !ok || time.Since(at) >= e.cfg.WatchEvery
-}
-
-// dueForWatch is watchDue, marking the receipt checked now when it is.
-func (e *Executor) dueForWatch(id int64) bool {
+// WatchEvery; with mark, a due receipt counts as checked from now.
+func (e *Executor) watchDue(id int64, mark bool) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if at, ok := e.lastWatched[id]; ok && time.Since(at) < e.cfg.WatchEvery {
 		return false
 	}
-	e.lastWatched[id] = time.Now()
+	if mark {
+		e.lastWatched[id] = time.Now()
+	}
 	return true
 }
 

@@ -134,7 +134,7 @@ func (w *work) run(ctx context.Context) error {
 		}
 		return w.follow(ctx)
 	case p.status == "mined" || p.status == "reverted" || p.status == "confirmed":
-		due := p.status != "confirmed" && !p.receiptFinal && w.e.dueForWatch(p.id)
+		due := p.status != "confirmed" && !p.receiptFinal && w.e.watchDue(p.id, true)
 		if due {
 			if moved, err := w.watch(ctx); err != nil || moved {
 				return err

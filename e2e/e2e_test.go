@@ -91,6 +91,7 @@ func TestCalldataDeliveryAndBounce(t *testing.T) {
 	// is not final yet, in one snapshot, until the session bounced.
 	early := make(chan int, 1)
 	watchCtx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch() // also when a wait below fails the test
 	go func() {
 		seen := 0
 		defer func() { early <- seen }()

@@ -657,6 +657,76 @@ func TestExpiry(t *testing.T) {
 	}
 }
 
+// A session with a receiver reads as expired only once every chain's
+// reconciler has read past its deadline: a deposit mined in time can still
+// be attributed after the deadline, and expired, once read, is final.
+func TestExpiryWaitsForReconcilers(t *testing.T) {
+	b := setup(t)
+	ctx := context.Background()
+	id, secret := b.create(b.key)
+	bare, _ := b.create(b.key)
+	pm := func(typ string) response {
+		return b.do("POST", "/v1/sessions/"+id+"/paymentMethods", map[string]any{"clientSecret": secret, "paymentMethod": map[string]any{"type": typ}})
+	}
+	if r := pm("evm"); r.Status != 200 {
+		t.Fatalf("payment method: %d %s", r.Status, r.Raw)
+	}
+	deadline := time.Unix(0, b.now.Load()).Add(time.Hour)
+	cursor := func(chainID int64, blockTime time.Time) {
+		t.Helper()
+		const q = `INSERT INTO reconciler_cursors (chain_id, number, hash, block_time) VALUES ($1, 1, '0x01', $2)
+			ON CONFLICT (chain_id) DO UPDATE SET block_time = excluded.block_time`
+		if _, err := b.db.PG.Exec(ctx, q, chainID, blockTime); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status := func(id string) any {
+		t.Helper()
+		return b.do("GET", "/v1/sessions/"+id, nil, b.bearer(b.key)...).Body["session"].(map[string]any)["status"]
+	}
+	ex := reconciler.NewExpirer(reconciler.ExpiryConfig{Store: b.store, Now: func() time.Time { return time.Unix(0, b.now.Load()) }})
+
+	// One chain read past the deadline, the other one second short of it.
+	cursor(1, deadline.Add(time.Minute))
+	cursor(10, deadline.Add(-time.Second))
+	b.advance(2 * time.Hour)
+	if st := status(id); st != "waiting_payment" {
+		t.Errorf("past the deadline, one chain not read that far: status %v, want waiting_payment", st)
+	}
+	if st := status(bare); st != "expired" {
+		t.Errorf("no receiver, past the deadline: status %v, want expired", st)
+	}
+	// Retrying the same method answers as before; a new one is refused.
+	if r := pm("evm"); r.Status != 200 {
+		t.Errorf("same payment method again past the deadline: %d %s", r.Status, r.Raw)
+	}
+	// Only evm is enabled over HTTP, so a switch of method is asked of the
+	// store directly.
+	derive := func(uint32) (string, error) {
+		t.Error("derived a receiver past the deadline")
+		return "", errors.New("no")
+	}
+	if _, _, err := b.store.SetReceiverPaymentMethod(ctx, id, "tron", "tron", derive, time.Unix(0, b.now.Load())); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("new payment method past the deadline: %v, want a conflict", err)
+	}
+	if n, err := ex.RunOnce(ctx); err != nil || n != 1 {
+		t.Fatalf("expirer = %d, %v; want 1 (only the session without a receiver)", n, err)
+	}
+
+	// The lagging chain reaches a block stamped at the deadline: now known.
+	cursor(10, deadline)
+	if st := status(id); st != "expired" {
+		t.Errorf("every chain read to the deadline: status %v, want expired", st)
+	}
+	if n, err := ex.RunOnce(ctx); err != nil || n != 1 {
+		t.Fatalf("expirer = %d, %v; want 1", n, err)
+	}
+	var stored string
+	if err := b.db.PG.QueryRow(ctx, "SELECT status FROM sessions WHERE id = $1", id).Scan(&stored); err != nil || stored != "expired" {
+		t.Errorf("stored status = %q, %v", stored, err)
+	}
+}
+
 func TestCheck(t *testing.T) {
 	b := setup(t)
 	id, secret := b.create(b.key)

@@ -141,14 +141,34 @@ type Session struct {
 	CreatedAt     time.Time
 	ExpiresAt     time.Time
 	PaymentMethod *PaymentMethod
+	// AttributedThrough is the block time up to which every chain's
+	// reconciler has attributed deposits, read in the same snapshot as the
+	// session; zero when no reconciler has recorded progress yet.
+	AttributedThrough time.Time
 }
 
 // StatusAt is the status a reader sees at time now: a session whose deadline
-// has passed with no deposit detected reads as expired at once, even before
-// the expiry loop has persisted it.
+// has passed with no deposit detected reads as expired as soon as that is
+// known, even before the expiry loop has persisted it.
+//
+// Known means: without a receiver, at the deadline; with one, once every
+// chain's reconciler has attributed blocks stamped at or after the deadline.
+// Until then a deposit mined in time (block time before the deadline; a
+// block's stamp can trail the wall clock by seconds) may still arrive, and
+// it must move the session to processing — after a reader had been told
+// "expired", which is final, that would contradict it.
 func (s *Session) StatusAt(now time.Time) Status {
-	if s.Status.Expirable() && !now.Before(s.ExpiresAt) {
-		return Expired
+	if !s.Status.Expirable() || now.Before(s.ExpiresAt) {
+		return s.Status
 	}
-	return s.Status
+	if s.Status == WaitingPayment && !s.AttributedThrough.IsZero() && s.AttributedThrough.Before(s.ExpiresAt) {
+		return s.Status
+	}
+	return Expired
+}
+
+// DeadlinePassed reports whether the session's deadline is behind now,
+// whatever its status reads: past it nothing about the payment may change.
+func (s *Session) DeadlinePassed(now time.Time) bool {
+	return !now.Before(s.ExpiresAt)
 }

@@ -61,24 +61,35 @@ func TestStatusPredicates(t *testing.T) {
 
 func TestStatusAt(t *testing.T) {
 	exp := time.Unix(1_700_003_600, 0)
+	var none time.Time // no reconciler has recorded progress
 	tests := []struct {
-		status Status
-		now    time.Time
-		want   Status
+		status     Status
+		now        time.Time
+		attributed time.Time
+		want       Status
 	}{
-		{RequiresPaymentMethod, exp.Add(-time.Second), RequiresPaymentMethod},
-		{RequiresPaymentMethod, exp, Expired},
-		{WaitingPayment, exp.Add(time.Hour), Expired},
-		{WaitingPayment, exp.Add(-time.Nanosecond), WaitingPayment},
+		{RequiresPaymentMethod, exp.Add(-time.Second), none, RequiresPaymentMethod},
+		{RequiresPaymentMethod, exp, none, Expired},
+		{WaitingPayment, exp.Add(time.Hour), none, Expired},
+		{WaitingPayment, exp.Add(-time.Nanosecond), none, WaitingPayment},
+		// With a receiver, expired only once every chain was read past the
+		// deadline: a deposit mined in time may still be on its way.
+		{WaitingPayment, exp.Add(time.Hour), exp.Add(-time.Second), WaitingPayment},
+		{WaitingPayment, exp.Add(time.Hour), exp, Expired},
+		{WaitingPayment, exp.Add(time.Hour), exp.Add(time.Second), Expired},
+		{WaitingPayment, exp.Add(-time.Second), exp.Add(time.Second), WaitingPayment},
+		// Without a receiver nothing can arrive: expired at the deadline.
+		{RequiresPaymentMethod, exp, exp.Add(-time.Hour), Expired},
 		// A detected deposit stops the clock.
-		{Processing, exp.Add(time.Hour), Processing},
-		{Succeeded, exp.Add(time.Hour), Succeeded},
-		{Bounced, exp.Add(time.Hour), Bounced},
+		{Processing, exp.Add(time.Hour), none, Processing},
+		{Succeeded, exp.Add(time.Hour), none, Succeeded},
+		{Bounced, exp.Add(time.Hour), exp.Add(-time.Hour), Bounced},
+		{Expired, exp.Add(time.Hour), exp.Add(-time.Hour), Expired},
 	}
 	for _, tt := range tests {
-		s := Session{Status: tt.status, ExpiresAt: exp}
+		s := Session{Status: tt.status, ExpiresAt: exp, AttributedThrough: tt.attributed}
 		if got := s.StatusAt(tt.now); got != tt.want {
-			t.Errorf("StatusAt(%s, %v) = %s, want %s", tt.status, tt.now.Sub(exp), got, tt.want)
+			t.Errorf("StatusAt(%s, now %v, attributed %v) = %s, want %s", tt.status, tt.now.Sub(exp), tt.attributed.Sub(exp), got, tt.want)
 		}
 	}
 }

@@ -70,6 +70,12 @@ func (s *Store) SetReceiverPaymentMethod(ctx context.Context, sessionID, pmType,
 			ss = cur
 			return nil
 		}
+		if cur.DeadlinePassed(now) {
+			// Past the deadline, but not yet read as expired: the reconcilers
+			// have not read that far, so a deposit mined in time may still
+			// arrive on the current method. A new one is refused.
+			return fmt.Errorf("the session's deadline has passed; the payment method can no longer change: %w", ErrConflict)
+		}
 
 		r := &Receiver{Family: family, SessionID: sessionID, MerchantID: cur.MerchantID}
 		var index int64
@@ -117,15 +123,17 @@ func (s *Store) SetReceiverPaymentMethod(ctx context.Context, sessionID, pmType,
 // transaction holds (a payment method being set, a deposit being applied) are
 // skipped and picked up next time.
 //
-// A deadline counts as passed only once every chain's reconciler has
-// attributed blocks beyond it: a deposit mined before the deadline but not
-// yet attributed must still move the session to processing, and a persisted
-// expiry would be final.
+// A session with a receiver counts as expired only once every chain's
+// reconciler has attributed blocks stamped at or after its deadline: a
+// deposit mined before the deadline but not yet attributed must still move
+// it to processing, and a persisted expiry would be final. This is the rule
+// session.StatusAt applies to readers.
 func (s *Store) ExpireDue(ctx context.Context, now time.Time, limit int) (int, error) {
 	const q = `WITH due AS (
 		SELECT id FROM sessions
-		WHERE status IN ('requires_payment_method', 'waiting_payment')
-		  AND expires_at <= LEAST($1, COALESCE((SELECT min(block_time) FROM reconciler_cursors), $1))
+		WHERE expires_at <= $1
+		  AND (status = 'requires_payment_method'
+		    OR status = 'waiting_payment' AND expires_at <= COALESCE(` + attributedThrough + `, $1))
 		ORDER BY expires_at
 		LIMIT $2
 		FOR UPDATE SKIP LOCKED

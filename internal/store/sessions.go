@@ -81,12 +81,19 @@ func nullUint(v uint64) *int64 {
 	return &i
 }
 
+// attributedThrough is the block time every chain's reconciler has
+// attributed deposits through (NULL before any has run). Each reconciler
+// moves its cursor only after the deposits of those blocks committed, so a
+// snapshot that sees the cursor also sees the deposits.
+const attributedThrough = `(SELECT min(block_time) FROM reconciler_cursors)`
+
 const selectSession = `SELECT s.id, s.merchant_id, s.status, s.dest_type, s.dest_address,
 	s.dest_chain_id, s.dest_chain_name, s.dest_token_address, s.dest_token_symbol,
 	s.dest_amount_units, s.dest_amount_raw::text, s.dest_calldata, s.delivery_tx_hash,
 	s.delivery_received_units, s.display, s.metadata, s.refund_address, s.client_secret,
 	s.created_at, s.expires_at,
-	pm.type, pm.fiat_method, pm.created_at, pm.source, r.address
+	pm.type, pm.fiat_method, pm.created_at, pm.source, r.address,
+	` + attributedThrough + `
 FROM sessions s
 LEFT JOIN LATERAL (
 	SELECT * FROM payment_methods WHERE session_id = s.id ORDER BY id DESC LIMIT 1
@@ -108,7 +115,7 @@ func getSession(ctx context.Context, q querier, id string) (*session.Session, er
 		deliveryTx, deliveryUnits                *string
 		display, metadata, source                []byte
 		pmType, pmFiat, pmReceiver               *string
-		pmCreated                                *time.Time
+		pmCreated, attributed                    *time.Time
 		d                                        = &ss.Destination
 	)
 	err := q.QueryRow(ctx, selectSession, id).Scan(
@@ -117,7 +124,7 @@ func getSession(ctx context.Context, q querier, id string) (*session.Session, er
 		&amountUnits, &amountRaw, &calldata, &deliveryTx,
 		&deliveryUnits, &display, &metadata, &refund, &ss.ClientSecret,
 		&ss.CreatedAt, &ss.ExpiresAt,
-		&pmType, &pmFiat, &pmCreated, &source, &pmReceiver)
+		&pmType, &pmFiat, &pmCreated, &source, &pmReceiver, &attributed)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -125,6 +132,9 @@ func getSession(ctx context.Context, q querier, id string) (*session.Session, er
 		return nil, fmt.Errorf("reading session %s: %w", id, err)
 	}
 	ss.Status = session.Status(status)
+	if attributed != nil {
+		ss.AttributedThrough = *attributed
+	}
 	if chainID != nil {
 		d.ChainID = uint64(*chainID)
 	}

@@ -158,7 +158,7 @@ type Session struct {
 // it must move the session to processing — after a reader had been told
 // "expired", which is final, that would contradict it.
 func (s *Session) StatusAt(now time.Time) Status {
-	if !s.Status.Expirable() || now.Before(s.ExpiresAt) {
+	if !s.Status.Expirable() || !s.DeadlinePassed(now) {
 		return s.Status
 	}
 	if s.Status == WaitingPayment && !s.AttributedThrough.IsZero() && s.AttributedThrough.Before(s.ExpiresAt) {

@@ -665,10 +665,10 @@ func TestExpiryWaitsForReconcilers(t *testing.T) {
 	ctx := context.Background()
 	id, secret := b.create(b.key)
 	bare, _ := b.create(b.key)
-	pm := func(typ string) response {
-		return b.do("POST", "/v1/sessions/"+id+"/paymentMethods", map[string]any{"clientSecret": secret, "paymentMethod": map[string]any{"type": typ}})
+	evmMethod := func() response {
+		return b.do("POST", "/v1/sessions/"+id+"/paymentMethods", map[string]any{"clientSecret": secret, "paymentMethod": map[string]any{"type": "evm"}})
 	}
-	if r := pm("evm"); r.Status != 200 {
+	if r := evmMethod(); r.Status != 200 {
 		t.Fatalf("payment method: %d %s", r.Status, r.Raw)
 	}
 	deadline := time.Unix(0, b.now.Load()).Add(time.Hour)
@@ -697,7 +697,7 @@ func TestExpiryWaitsForReconcilers(t *testing.T) {
 		t.Errorf("no receiver, past the deadline: status %v, want expired", st)
 	}
 	// Retrying the same method answers as before; a new one is refused.
-	if r := pm("evm"); r.Status != 200 {
+	if r := evmMethod(); r.Status != 200 {
 		t.Errorf("same payment method again past the deadline: %d %s", r.Status, r.Raw)
 	}
 	// Only evm is enabled over HTTP, so a switch of method is asked of the

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Compiles the test contracts in contracts/ with the pinned solc-js (offline:
-# the compiler ships inside the npm package) and writes
+# Compiles the contracts in contracts/ with the pinned solc-js (offline: the
+# compiler ships inside the npm package). The test contracts go to
 # internal/anvil/contracts/<Name>.abi and <Name>.bin, which internal/anvil
-# embeds. The outputs are committed, so this only needs rerunning after a
-# contract changes.
+# embeds; the production SettleExecutor goes to delivery/evm/contracts/
+# (ABI, creation and runtime code, and PayoutRunner's creation code, which
+# settle needs to check a deployed executor and to compute runner
+# addresses). The outputs are committed, so this only needs rerunning after
+# a contract changes.
 #
 # Usage: scripts/compile-contracts.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-contracts=(TestToken BenchToken TestNFT TestMerchant)
+contracts=(TestToken BenchToken TestNFT TestMerchant TestAttacker)
 out=internal/anvil/contracts
 
 # --ignore-scripts: nothing we depend on needs an install script (the anvil
@@ -41,3 +44,32 @@ for c in "${contracts[@]}"; do
 	done
 done
 echo "compiled ${contracts[*]} into $out"
+
+# The executor runs on real chains: standard JSON pins the EVM version to
+# paris (no PUSH0 or MCOPY), which every EVM chain settle targets runs.
+prod=delivery/evm/contracts
+mkdir -p "$prod"
+node - "$prod" <<'JS'
+const fs = require('fs');
+const solc = require('solc');
+const out = process.argv[2];
+const input = {
+  language: 'Solidity',
+  sources: { 'contracts/SettleExecutor.sol': { content: fs.readFileSync('contracts/SettleExecutor.sol', 'utf8') } },
+  settings: {
+    optimizer: { enabled: true, runs: 200 },
+    evmVersion: 'paris',
+    outputSelection: { '*': { '*': ['abi', 'evm.bytecode.object', 'evm.deployedBytecode.object'] } },
+  },
+};
+const res = JSON.parse(solc.compile(JSON.stringify(input)));
+const errs = (res.errors || []).filter(e => e.severity === 'error');
+if (errs.length) { errs.forEach(e => console.error(e.formattedMessage)); process.exit(1); }
+const c = res.contracts['contracts/SettleExecutor.sol'];
+fs.writeFileSync(`${out}/SettleExecutor.abi`, JSON.stringify(c.SettleExecutor.abi));
+fs.writeFileSync(`${out}/SettleExecutor.bin`, c.SettleExecutor.evm.bytecode.object);
+fs.writeFileSync(`${out}/SettleExecutor.bin-runtime`, c.SettleExecutor.evm.deployedBytecode.object);
+fs.writeFileSync(`${out}/PayoutRunner.abi`, JSON.stringify(c.PayoutRunner.abi));
+fs.writeFileSync(`${out}/PayoutRunner.bin`, c.PayoutRunner.evm.bytecode.object);
+JS
+echo "compiled SettleExecutor into $prod"

@@ -28,6 +28,7 @@ const (
 	benchTokenName   = "BenchToken"
 	testNFTName      = "TestNFT"
 	testMerchantName = "TestMerchant"
+	testAttackerName = "TestAttacker"
 )
 
 type contract struct {
@@ -37,7 +38,7 @@ type contract struct {
 
 var loadContracts = sync.OnceValues(func() (map[string]*contract, error) {
 	out := make(map[string]*contract)
-	for _, name := range []string{testTokenName, benchTokenName, testNFTName, testMerchantName} {
+	for _, name := range []string{testTokenName, benchTokenName, testNFTName, testMerchantName, testAttackerName} {
 		abiJSON, err := contractFiles.ReadFile("contracts/" + name + ".abi")
 		if err != nil {
 			return nil, fmt.Errorf("reading %s abi: %w", name, err)
@@ -144,6 +145,45 @@ func (n *Node) DeployTestNFT(ctx context.Context, key *ecdsa.PrivateKey) (common
 // MerchantRevertCalldata, which always reverts.
 func (n *Node) DeployTestMerchant(ctx context.Context, key *ecdsa.PrivateKey) (common.Address, error) {
 	return n.deploy(ctx, key, testMerchantName)
+}
+
+// DeployTestAttacker deploys TestAttacker, the hostile destination of the
+// delivery attack suite; what it takes goes to thief.
+func (n *Node) DeployTestAttacker(ctx context.Context, key *ecdsa.PrivateKey, thief common.Address) (common.Address, error) {
+	return n.deploy(ctx, key, testAttackerName, thief)
+}
+
+// AttackerCalldata encodes a call of one of TestAttacker's methods (pull,
+// pullThenRevert, takePart, takeNothing, reenter, burnGas, destroy).
+func AttackerCalldata(method string, args ...any) ([]byte, error) {
+	return pack(testAttackerName, method, args...)
+}
+
+// AttackerCall sends a TestAttacker method call from key and waits for the
+// receipt.
+func (n *Node) AttackerCall(ctx context.Context, key *ecdsa.PrivateKey, attacker common.Address, method string, args ...any) (*types.Receipt, error) {
+	return n.call(ctx, key, testAttackerName, attacker, method, args...)
+}
+
+// AttackerReentered reads TestAttacker.reentered: whether a re-entrant
+// call made from reenter succeeded.
+func (n *Node) AttackerReentered(ctx context.Context, attacker common.Address) (bool, error) {
+	v, err := n.callUint256(ctx, testAttackerName, attacker, "reentered")
+	if err != nil {
+		return false, err
+	}
+	return v.Sign() != 0, nil
+}
+
+// DeployCode sends a contract creation with init code data from key and
+// waits for it: for contracts whose code lives outside this package, such
+// as the production SettleExecutor.
+func (n *Node) DeployCode(ctx context.Context, key *ecdsa.PrivateKey, data []byte) (common.Address, error) {
+	r, err := n.transact(ctx, key, nil, data)
+	if err != nil {
+		return common.Address{}, fmt.Errorf("deploying contract: %w", err)
+	}
+	return r.ContractAddress, nil
 }
 
 // MerchantDepositCalldata encodes TestMerchant.deposit(token, amount,

@@ -6,13 +6,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ethereum/go-ethereum/common"
+
+	"github.com/settle-dev/settle/delivery/evm"
 	"github.com/settle-dev/settle/internal/anvil"
 )
 
-// A payout to a contract approves it and then calls it: a call that takes
-// the amount ends mined with the contract holding it; a call the contract
-// refuses ends reverted, and the approval is revoked so the contract can
-// never pull the amount later, when the deposit is refunded.
+// A payout to a contract funds the payout's runner address, then executes
+// it: a call that takes the amount ends mined with the contract holding it
+// and no allowance anywhere; a call the contract refuses ends reverted with
+// its reason, and the whole amount back in the treasury in the same
+// transaction. The treasury never approves anyone.
 func TestCalldataPayouts(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
@@ -35,33 +39,39 @@ func TestCalldataPayouts(t *testing.T) {
 	paid := f.addPayout(merchant, paidAmount, deposit)
 	refused := f.addPayout(merchant, refusedAmount, refuse)
 
-	// Both go to one contract: the second approval waits until the first
-	// payout is done with its own.
+	// Both go to one contract, and need not wait for each other: each has
+	// its own runner.
 	res, err := e.RunOnce(f.ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Signed != 1 || res.Waiting != 1 {
-		t.Fatalf("first pass %+v, want one approval signed and one payout waiting", res)
+	if res.Signed != 2 || res.Waiting != 0 {
+		t.Fatalf("first pass %+v, want both runners funded", res)
 	}
-	if p := f.payout(paid); p.Status != "pending" || p.ApproveHash == nil || *p.ApproveNonce != 0 || p.TxHash != nil {
-		t.Fatalf("after the approval: %+v", p)
-	}
-	if p := f.payout(refused); p.ApproveHash != nil {
-		t.Fatalf("second approval signed while the first is live: %+v", p)
-	}
-
-	f.runUntil(e, 20*time.Second, f.status(paid))
 	p := f.payout(paid)
-	if p.Status != "mined" || p.TxHash == nil || *p.Nonce != 1 {
-		t.Fatalf("deposit payout: %+v, want mined with the call at nonce 1", p)
+	if p.Status != "pending" || p.FundHash == nil || *p.FundNonce != 0 || p.TxHash != nil || p.Runner == nil || *p.CallGas != evm.DefaultCallGas {
+		t.Fatalf("after the funding: %+v", p)
 	}
-	call, err := decodeTx(p.RawTx)
+	runner := common.HexToAddress(*p.Runner)
+	fund, err := decodeTx(p.FundRaw)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *call.To() != merchant || string(call.Data()) != string(deposit) || call.Value().Sign() != 0 {
-		t.Errorf("stored call goes to %s with %x value %s; want the merchant, the calldata, no value", call.To(), call.Data(), call.Value())
+	if *fund.To() != f.token || string(fund.Data()) != string(transferData(runner, big.NewInt(paidAmount))) {
+		t.Errorf("funding goes to %s with %x; want the token, transfer(runner, amount)", fund.To(), fund.Data())
+	}
+
+	f.runUntil(e, 20*time.Second, f.status(paid))
+	p = f.payout(paid)
+	if p.Status != "mined" || p.TxHash == nil || *p.Nonce < 1 {
+		t.Fatalf("deposit payout: %+v, want mined", p)
+	}
+	exec, err := decodeTx(p.RawTx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *exec.To() != f.executorAddr || exec.Value().Sign() != 0 {
+		t.Errorf("stored execute goes to %s value %s; want the executor, no value", exec.To(), exec.Value())
 	}
 	if got := f.balance(merchant); got.Int64() != paidAmount {
 		t.Errorf("merchant holds %s, want %d", got, paidAmount)
@@ -69,82 +79,49 @@ func TestCalldataPayouts(t *testing.T) {
 	if got, err := f.node.MerchantPaid(f.ctx, merchant, paidOrder); err != nil || got.Int64() != paidAmount {
 		t.Errorf("merchant paid[order] = %v, %v; want %d", got, err, paidAmount)
 	}
-	r, err := f.node.Client().TransactionReceipt(f.ctx, call.Hash())
-	if err != nil {
-		t.Fatal(err)
+	if got := f.balance(runner); got.Sign() != 0 {
+		t.Errorf("runner holds %s after the call, want 0", got)
 	}
-	if got := f.allowanceAt(f.treasury, merchant, r.BlockNumber); got.Sign() != 0 {
-		t.Errorf("allowance after the deposit %s, want 0 (all pulled)", got)
+	if got := f.allowanceAt(runner, merchant, nil); got.Sign() != 0 {
+		t.Errorf("runner's allowance to the merchant %s after the call, want 0", got)
+	}
+	if code, err := f.node.Client().CodeAt(f.ctx, runner, nil); err != nil || len(code) != 0 {
+		t.Errorf("runner left code %x (%v); want none", code, err)
 	}
 
-	// The refused payout: approve, call, reverted.
 	f.runUntil(e, 20*time.Second, f.status(refused))
 	p = f.payout(refused)
 	if p.Status != "reverted" || p.TxHash == nil || p.Error == nil || !strings.Contains(*p.Error, "merchant refuses") {
 		t.Fatalf("refused payout: status %s error %v, want reverted with the contract's reason", p.Status, p.Error)
 	}
-	if *p.ApproveNonce != 2 || *p.Nonce != 3 {
-		t.Errorf("refused payout approve nonce %d call nonce %d, want 2 and 3", *p.ApproveNonce, *p.Nonce)
-	}
-	call, err = decodeTx(p.RawTx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if call.Gas() != fixedCallGas {
-		t.Errorf("reverting call sent with gas %d, want the fixed %d", call.Gas(), fixedCallGas)
-	}
-	r, err = f.node.Client().TransactionReceipt(f.ctx, call.Hash())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := f.allowanceAt(f.treasury, merchant, r.BlockNumber); got.Int64() != refusedAmount {
-		t.Errorf("allowance after the refused call %s, want %d until revoked", got, refusedAmount)
-	}
-
-	revoked := func() bool {
-		p := f.payout(refused)
-		return p.RevokeHash != nil && p.RevokeMined
-	}
-	total := f.runUntil(e, 20*time.Second, revoked)
-	p = f.payout(refused)
-	if p.Status != "reverted" || *p.RevokeNonce != 4 || !strings.Contains(*p.Error, "merchant refuses") {
-		t.Errorf("after the revoke: status %s revoke nonce %d error %v", p.Status, *p.RevokeNonce, p.Error)
-	}
-	if total.Revoked != 1 {
-		t.Errorf("passes until revoked: %+v", total)
-	}
 	if got := f.allowanceAt(f.treasury, merchant, nil); got.Sign() != 0 {
-		t.Errorf("allowance after the revoke %s, want 0", got)
+		t.Errorf("treasury's allowance to the merchant %s, want 0", got)
 	}
 	if got := f.balance(merchant); got.Int64() != paidAmount {
 		t.Errorf("merchant holds %s after the refused payout, want %d", got, paidAmount)
 	}
+	// The refused amount came back in the execute itself.
 	if got := f.balance(f.treasury); got.Int64() != treasuryFunds-paidAmount {
 		t.Errorf("treasury holds %s, want %d", got, treasuryFunds-paidAmount)
 	}
 
-	// Nothing is left to do.
 	if res, err := e.RunOnce(f.ctx); err != nil || res.Progress() || res.Errors != 0 {
 		t.Errorf("final pass %+v, %v; want nothing", res, err)
 	}
-	if n := f.chainNonce(); n != 5 {
-		t.Errorf("treasury sent %d transactions, want 5 (approve, call, approve, call, revoke)", n)
-	}
-	// The revert is final only with its revoke, 12 blocks deep by default.
-	if p := f.payout(refused); p.ReceiptFinal || len(p.Revoke) == 0 {
-		t.Errorf("refused payout final %v, revoke bytes %d; want not final, bytes kept until it is", p.ReceiptFinal, len(p.Revoke))
+	if n := f.chainNonce(); n != 4 {
+		t.Errorf("treasury sent %d transactions, want 4 (fund, fund, execute, execute)", n)
 	}
 	if err := f.node.Mine(f.ctx, 12); err != nil {
 		t.Fatal(err)
 	}
-	total = f.runUntil(e, 20*time.Second, func() bool { return f.payout(refused).ReceiptFinal && f.payout(paid).ReceiptFinal })
+	total := f.runUntil(e, 20*time.Second, func() bool { return f.payout(refused).ReceiptFinal && f.payout(paid).ReceiptFinal })
 	if total.Final != 2 || total.Reorged != 0 || total.Signed != 0 {
 		t.Errorf("passes until final: %+v, want 2 receipts final and nothing else", total)
 	}
 	if res, err := e.RunOnce(f.ctx); err != nil || res != (Result{}) {
 		t.Errorf("pass after final %+v, %v; want nothing at all", res, err)
 	}
-	for outcome, want := range map[string]float64{"mined": 1, "reverted": 1, "revoked": 1, "signed": 5, "final": 2} {
+	for outcome, want := range map[string]float64{"mined": 1, "reverted": 1, "signed": 4, "final": 2} {
 		if got := metricValue(t, reg, "settle_payouts_total", map[string]string{"kind": "delivery", "outcome": outcome}); got != want {
 			t.Errorf("settle_payouts_total{outcome=%s} = %v, want %v", outcome, got, want)
 		}

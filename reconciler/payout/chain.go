@@ -13,6 +13,8 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/rpc"
+
+	"github.com/settle-dev/settle/delivery/evm"
 )
 
 // ChainClient is what the executor needs from a chain; *ethclient.Client
@@ -28,12 +30,8 @@ type ChainClient interface {
 	PendingNonceAt(ctx context.Context, account common.Address) (uint64, error)
 	CallContract(ctx context.Context, msg ethereum.CallMsg, block *big.Int) ([]byte, error)
 	BalanceAt(ctx context.Context, account common.Address, block *big.Int) (*big.Int, error)
+	CodeAt(ctx context.Context, account common.Address, block *big.Int) ([]byte, error)
 }
-
-// fixedCallGas is the gas limit of a contract call whose estimate reverts.
-// It is sent anyway so the merchant's contract, not our simulation,
-// decides, and the revert is on record on chain.
-const fixedCallGas = 300_000
 
 // rpcTimeout bounds node calls made outside a payout's own deadline.
 const rpcTimeout = 10 * time.Second
@@ -54,6 +52,11 @@ type chain struct {
 	client   ChainClient
 	signer   types.Signer
 	finality Finality
+	// executor is the chain's SettleExecutor (nil: calls cannot be
+	// delivered here), checked by verify; callGas is the gas a merchant
+	// call gets.
+	executor *common.Address
+	callGas  uint64
 	// finalTTL is how long a read of the final block is reused, so a pass
 	// over many payouts asks the node once.
 	finalTTL time.Duration
@@ -65,7 +68,8 @@ type chain struct {
 }
 
 func newChain(id uint64, c ChainClient, f Finality, finalTTL time.Duration) *chain {
-	return &chain{id: id, client: c, signer: types.LatestSignerForChainID(new(big.Int).SetUint64(id)), finality: f, finalTTL: finalTTL}
+	return &chain{id: id, client: c, signer: types.LatestSignerForChainID(new(big.Int).SetUint64(id)), finality: f, finalTTL: finalTTL,
+		callGas: evm.DefaultCallGas}
 }
 
 // finalized returns the highest block number that is final now.
@@ -107,9 +111,11 @@ func (c *chain) blockHash(ctx context.Context, number uint64) (common.Hash, erro
 	return h.Hash(), nil
 }
 
-// verify checks once that the node serves the chain it is configured for:
-// payouts signed for one chain id must not be sent to another chain's node.
-func (c *chain) verify(ctx context.Context) error {
+// verify checks once that the node serves the chain it is configured for
+// (payouts signed for one chain id must not be sent to another chain's
+// node) and that the configured executor is this build's, owned by the
+// treasury.
+func (c *chain) verify(ctx context.Context, treasury common.Address) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.verified {
@@ -123,6 +129,11 @@ func (c *chain) verify(ctx context.Context) error {
 	}
 	if !id.IsUint64() || id.Uint64() != c.id {
 		return fmt.Errorf("node serves chain %s, configured as %d", id, c.id)
+	}
+	if c.executor != nil {
+		if err := evm.Verify(ctx, c.client, *c.executor, treasury); err != nil {
+			return err
+		}
 	}
 	c.verified = true
 	return nil
@@ -190,17 +201,6 @@ func (c *chain) estimate(ctx context.Context, from, to common.Address, data []by
 	return gas + gas/4, nil
 }
 
-// isRevert reports whether err is the node's answer that the call reverts,
-// as opposed to a failure to ask (transport, timeout) or another refusal
-// such as missing gas money.
-func isRevert(err error) bool {
-	var re rpc.Error
-	if !errors.As(err, &re) {
-		return false
-	}
-	return re.ErrorCode() == 3 || strings.Contains(strings.ToLower(re.Error()), "revert")
-}
-
 // tokenBalance reads an ERC-20 balance at the latest block.
 func (c *chain) tokenBalance(ctx context.Context, token, owner common.Address) (*big.Int, error) {
 	out, err := c.client.CallContract(ctx, ethereum.CallMsg{To: &token, Data: balanceOfData(owner)}, nil)
@@ -227,6 +227,19 @@ func (c *chain) receipt(ctx context.Context, hashes []common.Hash) (*types.Recei
 		return r, h, nil
 	}
 	return nil, common.Hash{}, nil
+}
+
+// accountUsed reports whether addr has sent a transaction or holds code.
+func (c *chain) accountUsed(ctx context.Context, addr common.Address) (bool, error) {
+	n, err := c.client.NonceAt(ctx, addr, nil)
+	if err != nil {
+		return false, fmt.Errorf("getting nonce of %s: %w", addr, err)
+	}
+	code, err := c.client.CodeAt(ctx, addr, nil)
+	if err != nil {
+		return false, fmt.Errorf("getting code of %s: %w", addr, err)
+	}
+	return n > 0 || len(code) > 0, nil
 }
 
 // nonceUsed reports whether a transaction with nonce from `from` is mined.

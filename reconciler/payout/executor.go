@@ -50,6 +50,14 @@ type Config struct {
 	// before its revert is final. A chain without an entry uses a depth of
 	// 12 blocks.
 	Finality map[uint64]Finality
+	// Executors are the SettleExecutor contracts per chain id that run
+	// merchant calldata (contracts/SettleExecutor.sol). A chain without
+	// one pays plain transfers only; a call payout there needs attention.
+	Executors map[uint64]common.Address
+	// CallGas per chain id is the gas a merchant call gets, and so the
+	// most gas a hostile destination can burn per payout; default
+	// evm.DefaultCallGas.
+	CallGas map[uint64]uint64
 	// Tokens are the tokens per chain whose treasury balance is exported.
 	Tokens map[uint64][]Token
 	// Treasury signs every payout: one key, the same address on every EVM
@@ -123,7 +131,22 @@ func New(cfg Config) (*Executor, error) {
 		if !f.Tag && f.Depth == 0 {
 			f.Depth = defaultFinalityDepth
 		}
-		chains[id] = newChain(id, c, f, cfg.Interval)
+		ch := newChain(id, c, f, cfg.Interval)
+		if a, ok := cfg.Executors[id]; ok {
+			if a == (common.Address{}) {
+				return nil, fmt.Errorf("payout: chain %d: executor address is zero", id)
+			}
+			ch.executor = &a
+		}
+		if g := cfg.CallGas[id]; g > 0 {
+			ch.callGas = g
+		}
+		chains[id] = ch
+	}
+	for id := range cfg.Executors {
+		if _, ok := chains[id]; !ok {
+			return nil, fmt.Errorf("payout: executor configured for chain %d, which has no client", id)
+		}
 	}
 	for id := range cfg.Finality {
 		if _, ok := chains[id]; !ok {
@@ -176,7 +199,7 @@ func (e *Executor) Run(ctx context.Context) error {
 // work is done.
 type Result struct {
 	// Signed counts transactions signed and stored: transfers, approvals,
-	// calls and revokes (fee bumps count as Bumped instead).
+	// runner fundings and executes (fee bumps count as Bumped instead).
 	Signed int
 	// Broadcast counts first broadcasts a node accepted.
 	Broadcast int
@@ -187,15 +210,15 @@ type Result struct {
 	// Mined and Reverted count payouts that reached those statuses.
 	Mined    int
 	Reverted int
-	// Revoked counts approvals whose revoke was mined.
-	Revoked int
+	// Attention counts payouts moved to needs_attention.
+	Attention int
 	// Reorged counts mined or reverted payouts whose receipt's block a
 	// reorg removed; they are followed again.
 	Reorged int
 	// Final counts receipts whose block became final.
 	Final int
-	// Waiting counts payouts that must wait for an earlier payout to the
-	// same contract to finish with its approval.
+	// Waiting counts payouts that must wait (an executor on another host
+	// holds what they need).
 	Waiting int
 	// Skipped counts open payouts another executor held locked.
 	Skipped int
@@ -207,7 +230,7 @@ type Result struct {
 // Progress reports whether the pass changed anything on chain or in the
 // database.
 func (r Result) Progress() bool {
-	return r.Signed+r.Broadcast+r.Rebroadcast+r.Bumped+r.Mined+r.Reverted+r.Revoked+r.Reorged+r.Final > 0
+	return r.Signed+r.Broadcast+r.Rebroadcast+r.Bumped+r.Mined+r.Reverted+r.Attention+r.Reorged+r.Final > 0
 }
 
 func (r *Result) add(o Result) {
@@ -219,7 +242,7 @@ func (r *Result) add(o Result) {
 	r.Reorged += o.Reorged
 	r.Final += o.Final
 	r.Reverted += o.Reverted
-	r.Revoked += o.Revoked
+	r.Attention += o.Attention
 	r.Waiting += o.Waiting
 	r.Skipped += o.Skipped
 	r.Errors += o.Errors
@@ -232,7 +255,7 @@ func (e *Executor) RunOnce(ctx context.Context) (Result, error) {
 	var res Result
 	ids := make([]int64, 0, len(e.chains))
 	for _, id := range slices.Sorted(maps.Keys(e.chains)) {
-		if err := e.chains[id].verify(ctx); err != nil {
+		if err := e.chains[id].verify(ctx, e.from); err != nil {
 			e.logger.ErrorContext(ctx, "chain client is not usable; skipping its payouts", "chain_id", id, "err", err)
 			res.Errors++
 			continue

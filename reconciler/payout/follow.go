@@ -6,6 +6,8 @@ import (
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
+
+	"github.com/settle-dev/settle/delivery/evm"
 )
 
 // follow advances a sent payout: its receipt decides mined or reverted;
@@ -35,16 +37,16 @@ func (w *work) follow(ctx context.Context) error {
 		return w.settle(ctx, r, mined, hashes)
 	}
 	w.seen[hashes[0]] = true
-	if p.hasCalldata() && p.approveHash != nil && len(p.approveRaw) > 0 {
-		// A reorg that dropped the call may have dropped its approval
-		// too, and without it the call's nonce can never be mined.
-		ah := common.HexToHash(*p.approveHash)
-		ar, _, err := w.c.receipt(ctx, []common.Hash{ah})
+	if p.hasCalldata() && p.fundHash != nil && len(p.fundRaw) > 0 {
+		// A reorg that dropped the execute may have dropped its funding
+		// too, and without it the execute's nonce can never be mined.
+		fh := common.HexToHash(*p.fundHash)
+		fr, _, err := w.c.receipt(ctx, []common.Hash{fh})
 		if err != nil {
 			return err
 		}
-		if ar == nil {
-			if err := w.rebroadcast("approve", p.approveRaw, []common.Hash{ah}); err != nil {
+		if fr == nil {
+			if err := w.rebroadcast("fund", p.fundRaw, []common.Hash{fh}); err != nil {
 				return err
 			}
 		}
@@ -75,16 +77,6 @@ func (w *work) watch(ctx context.Context) (bool, error) {
 			final, err := w.c.finalized(ctx)
 			if err != nil || uint64(*p.receiptBlock) > final {
 				return false, err
-			}
-			if p.status == "reverted" && p.hasCalldata() {
-				// The revoke comes after the call: final only with it.
-				if p.revokeHash == nil || !p.revokeMined {
-					return false, nil
-				}
-				r, _, err := w.c.receipt(ctx, []common.Hash{common.HexToHash(*p.revokeHash)})
-				if err != nil || r == nil || r.BlockNumber.Uint64() > final {
-					return false, err
-				}
 			}
 			if _, err := w.tx.Exec(ctx, `UPDATE payouts SET receipt_final = true WHERE id = $1`, p.id); err != nil {
 				return false, fmt.Errorf("marking receipt of payout %d final: %w", p.id, err)
@@ -131,7 +123,7 @@ func (w *work) watch(ctx context.Context) (bool, error) {
 // step names the payout's main transaction.
 func (w *work) step() string {
 	if w.p.hasCalldata() {
-		return "call"
+		return "execute"
 	}
 	return "transfer"
 }
@@ -149,7 +141,17 @@ func (w *work) settle(ctx context.Context, r *types.Receipt, mined common.Hash, 
 		}
 	}
 	attrs := []any{"block", r.BlockNumber, "gas_used", r.GasUsed}
-	if r.Status == types.ReceiptStatusSuccessful {
+	// A call payout's execute succeeds whether or not the merchant's call
+	// did: the runner's Executed event says which, and that the funds the
+	// call did not take are back in the treasury.
+	failed := ""
+	if p.hasCalldata() {
+		var err error
+		if failed, err = w.callOutcome(r); err != nil {
+			return w.attention(ctx, err.Error())
+		}
+	}
+	if r.Status == types.ReceiptStatusSuccessful && failed == "" {
 		if _, err := w.tx.Exec(ctx, `UPDATE payouts SET status = 'mined', tx_hash = $2, prior_tx_hashes = $3, error = NULL,
 			receipt_block_number = $4, receipt_block_hash = $5, receipt_final = false WHERE id = $1`,
 			p.id, mined.Hex(), others, r.BlockNumber.Int64(), r.BlockHash.Hex()); err != nil {
@@ -158,9 +160,13 @@ func (w *work) settle(ctx context.Context, r *types.Receipt, mined common.Hash, 
 		w.events = append(w.events, event{outcome: outcomeMined, step: w.step(), hash: mined, attrs: attrs})
 		return nil
 	}
-	// The stored bytes carry the same call as every signing of the nonce.
-	tx, _ := decodeTx(p.rawTx)
-	reason := w.c.revertReason(ctx, tx, w.e.from, r)
+	reason := failed
+	if reason == "" {
+		// The stored bytes carry the same call as every signing of the
+		// nonce.
+		tx, _ := decodeTx(p.rawTx)
+		reason = w.c.revertReason(ctx, tx, w.e.from, r)
+	}
 	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET status = 'reverted', tx_hash = $2, prior_tx_hashes = $3, error = $4,
 		receipt_block_number = $5, receipt_block_hash = $6, receipt_final = false WHERE id = $1`,
 		p.id, mined.Hex(), others, reason, r.BlockNumber.Int64(), r.BlockHash.Hex()); err != nil {
@@ -208,34 +214,58 @@ func (w *work) bump(ctx context.Context, hashes []common.Hash) error {
 	return nil
 }
 
-// followApprove advances a payout whose approval is stored: once it is
-// mined the call is signed; if it reverted the payout is reverted (nothing
-// was approved, so nothing needs revoking).
-func (w *work) followApprove(ctx context.Context) error {
+// callOutcome reads the runner's report from the receipt of a call
+// payout's execute: "" when the merchant's call took funds (mined), else
+// why the payout reads as reverted (the call reverted or took nothing; the
+// runner returned the whole amount in the same transaction, so a refund
+// cannot pay twice). An error means the execute itself failed, with the
+// funds still at the runner: that needs an operator, not a refund.
+func (w *work) callOutcome(r *types.Receipt) (string, error) {
 	p := w.p
-	if p.approveNonce == nil {
-		return fmt.Errorf("payout %d has an approval hash but no approve_nonce", p.id)
+	if p.runner == nil {
+		return "", fmt.Errorf("payout %d has calldata but no runner_address", p.id)
 	}
-	hash := common.HexToHash(*p.approveHash)
-	r, _, stolen, err := w.c.lookup(ctx, w.e.from, uint64(*p.approveNonce), []common.Hash{hash})
+	if r.Status != types.ReceiptStatusSuccessful {
+		return "", fmt.Errorf("execute %s reverted in block %s: the funds are still at runner %s (`settle payouts retry %d` signs a new execute)",
+			r.TxHash.Hex(), r.BlockNumber, p.runner.Hex(), p.id)
+	}
+	ex, err := evm.ParseExecuted(r, *p.runner)
+	if err != nil {
+		return "", fmt.Errorf("execute %s of payout %d: %w", r.TxHash.Hex(), p.id, err)
+	}
+	switch {
+	case !ex.Success:
+		return fmt.Sprintf("merchant call reverted (%s); runner returned %s to the treasury in %s", evm.Reason(ex.Result), ex.Returned, r.TxHash.Hex()), nil
+	case ex.Delivered.Sign() == 0:
+		return fmt.Sprintf("merchant call took nothing; runner returned %s to the treasury in %s", ex.Returned, r.TxHash.Hex()), nil
+	}
+	return "", nil
+}
+
+// followFund advances a call payout whose runner funding is stored: once
+// it is mined the execute is signed. A funding that reverted moved
+// nothing, and the reason is ours (the treasury's balance, a paused
+// token), not the merchant's: it needs attention, not a bounce.
+func (w *work) followFund(ctx context.Context) error {
+	p := w.p
+	if p.fundNonce == nil || p.runner == nil {
+		return fmt.Errorf("payout %d has a funding hash but no fund_nonce or runner_address", p.id)
+	}
+	hash := common.HexToHash(*p.fundHash)
+	r, _, stolen, err := w.c.lookup(ctx, w.e.from, uint64(*p.fundNonce), []common.Hash{hash})
 	if err != nil {
 		return err
 	}
 	switch {
 	case stolen:
-		return fmt.Errorf("nonce %d of approval %s was used by another transaction: an operator must check the treasury's transactions",
-			*p.approveNonce, hash.Hex())
+		return w.attention(ctx, fmt.Sprintf("nonce %d of funding %s was used by another transaction: an operator must check the treasury's transactions",
+			*p.fundNonce, hash.Hex()))
 	case r == nil:
 		w.seen[hash] = true
-		return w.rebroadcast("approve", p.approveRaw, []common.Hash{hash})
+		return w.rebroadcast("fund", p.fundRaw, []common.Hash{hash})
 	case r.Status != types.ReceiptStatusSuccessful:
-		tx, _ := decodeTx(p.approveRaw)
-		reason := "approval " + w.c.revertReason(ctx, tx, w.e.from, r)
-		if _, err := w.tx.Exec(ctx, `UPDATE payouts SET status = 'reverted', error = $2 WHERE id = $1`, p.id, reason); err != nil {
-			return fmt.Errorf("marking payout reverted: %w", err)
-		}
-		w.events = append(w.events, event{outcome: outcomeReverted, step: "approve", hash: hash, attrs: []any{"error", reason}})
-		return nil
+		tx, _ := decodeTx(p.fundRaw)
+		return w.attention(ctx, "funding of runner "+p.runner.Hex()+" "+w.c.revertReason(ctx, tx, w.e.from, r))
 	}
-	return w.signCall(ctx)
+	return w.signExecute(ctx)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/settle-dev/settle/delivery/evm"
 	"github.com/settle-dev/settle/internal/anvil"
 	"github.com/settle-dev/settle/internal/anvil/anviltest"
 	"github.com/settle-dev/settle/internal/dbtest"
@@ -37,6 +38,8 @@ type fixture struct {
 	token    common.Address
 	key      *ecdsa.PrivateKey
 	treasury common.Address
+	// executorAddr is a SettleExecutor owned by the treasury.
+	executorAddr common.Address
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -64,6 +67,10 @@ func newFixture(t *testing.T) *fixture {
 	if _, err := node.Mint(ctx, anvil.DevKeys[0], token, f.treasury, big.NewInt(treasuryFunds)); err != nil {
 		t.Fatal(err)
 	}
+	// Anyone may deploy an executor; it only obeys the treasury it names.
+	if f.executorAddr, err = node.DeployCode(ctx, anvil.DevKeys[0], evm.DeployData(f.treasury)); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := db.PG.Exec(ctx, `INSERT INTO merchants (id, name) VALUES ('m_test', 'Test merchant')`); err != nil {
 		t.Fatal(err)
 	}
@@ -79,6 +86,7 @@ func (f *fixture) executor(tweak func(*Config)) (*Executor, *prometheus.Registry
 		Postgres:   f.db.PG,
 		Chains:     map[uint64]ChainClient{f.node.ChainID(): f.node.Client()},
 		Tokens:     map[uint64][]Token{f.node.ChainID(): {{Address: f.token, Symbol: "TUSD", Decimals: 6}}},
+		Executors:  map[uint64]common.Address{f.node.ChainID(): f.executorAddr},
 		Treasury:   f.key,
 		Logger:     slog.New(slog.NewTextHandler(testWriter{f.t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Registerer: reg,
@@ -145,16 +153,15 @@ func (f *fixture) addPayout(to common.Address, amount int64, calldata []byte) in
 
 // payoutRow is what the tests read back from payouts.
 type payoutRow struct {
-	Status                    string
-	From                      *string
-	Nonce, ApproveNonce       *int64
-	RevokeNonce               *int64
-	TxHash, ApproveHash       *string
-	RevokeHash                *string
-	RawTx, ApproveRaw, Revoke []byte
-	Prior                     []string
-	RevokeMined               bool
-	ReceiptBlock              *int64
+	Status           string
+	From             *string
+	Nonce, FundNonce *int64
+	TxHash, FundHash *string
+	Runner           *string
+	CallGas          *int64
+	RawTx, FundRaw   []byte
+	Prior            []string
+	ReceiptBlock     *int64
 	ReceiptHash               *string
 	ReceiptFinal              bool
 	Error                     *string
@@ -164,11 +171,11 @@ type payoutRow struct {
 func (f *fixture) payout(id int64) payoutRow {
 	f.t.Helper()
 	var p payoutRow
-	err := f.db.PG.QueryRow(f.ctx, `SELECT status, from_address, nonce, approve_nonce, revoke_nonce, tx_hash, approve_tx_hash, revoke_tx_hash,
-		raw_tx, approve_raw_tx, revoke_raw_tx, revoke_mined, receipt_block_number, receipt_block_hash, receipt_final,
+	err := f.db.PG.QueryRow(f.ctx, `SELECT status, from_address, nonce, fund_nonce, tx_hash, fund_tx_hash, runner_address, call_gas,
+		raw_tx, fund_raw_tx, receipt_block_number, receipt_block_hash, receipt_final,
 		prior_tx_hashes, error, sent_at FROM payouts WHERE id = $1`, id).
-		Scan(&p.Status, &p.From, &p.Nonce, &p.ApproveNonce, &p.RevokeNonce, &p.TxHash, &p.ApproveHash, &p.RevokeHash,
-			&p.RawTx, &p.ApproveRaw, &p.Revoke, &p.RevokeMined, &p.ReceiptBlock, &p.ReceiptHash, &p.ReceiptFinal,
+		Scan(&p.Status, &p.From, &p.Nonce, &p.FundNonce, &p.TxHash, &p.FundHash, &p.Runner, &p.CallGas,
+			&p.RawTx, &p.FundRaw, &p.ReceiptBlock, &p.ReceiptHash, &p.ReceiptFinal,
 			&p.Prior, &p.Error, &p.SentAt)
 	if err != nil {
 		f.t.Fatal(err)

@@ -17,7 +17,7 @@ const (
 	outcomeBumped      = "bumped"
 	outcomeMined       = "mined"
 	outcomeReverted    = "reverted"
-	outcomeRevoked     = "revoked"
+	outcomeAttention   = "needs_attention"
 	outcomeReorged     = "reorged"
 	outcomeFinal       = "final"
 	outcomeError       = "error"
@@ -38,9 +38,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		payouts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "settle_payouts_total",
 			Help: "Payout events by payout kind (delivery, refund) and outcome: signed, broadcast and rebroadcast count " +
-				"transactions (transfers, approvals, calls, revokes); mined and reverted count payouts; bumped counts fee " +
-				"replacements; revoked counts approvals revoked after a reverted call; final counts mined or reverted receipts " +
-				"whose block became final; reorged counts receipts whose block a reorg removed; error counts failed attempts."},
+				"transactions (transfers, runner fundings, executes); mined and reverted count payouts (a call that reverted or " +
+				"took nothing is reverted); bumped counts fee replacements; needs_attention counts payouts parked for an operator; " +
+				"final counts mined or reverted receipts whose block became final; reorged counts receipts whose block a reorg " +
+				"removed; error counts failed attempts."},
 			[]string{"kind", "outcome"}),
 		tokenBalance: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "settle_treasury_balance",
 			Help: "Treasury token balance in token units (not the smallest unit)."},

@@ -35,7 +35,7 @@ type work struct {
 // event is a state change to log and count after the commit.
 type event struct {
 	outcome string
-	step    string // transfer, approve, call, revoke
+	step    string // transfer, fund, execute
 	hash    common.Hash
 	attrs   []any
 }
@@ -68,7 +68,7 @@ func (e *Executor) process(parent context.Context, id int64, seen map[common.Has
 		}
 		e.logger.WarnContext(parent, "payout step failed; will retry", attrs...)
 		if p != nil && p.status == "reverted" {
-			// Keep the revert reason of the call; revoke trouble is in
+			// Keep the revert reason of the call; watch trouble is in
 			// the logs and the error count.
 			return res
 		}
@@ -125,33 +125,19 @@ func (w *work) run(ctx context.Context) error {
 	p := w.p
 	switch {
 	case p.status == "sent":
-		if p.revokeOpen() {
-			// Signed before a reorg sent the call back here: keep its
-			// nonce moving.
-			if err := w.revoke(ctx); err != nil {
-				return err
-			}
-		}
 		return w.follow(ctx)
 	case p.status == "mined" || p.status == "reverted" || p.status == "confirmed":
-		due := p.status != "confirmed" && !p.receiptFinal && w.e.watchDue(p.id, true)
-		if due {
-			if moved, err := w.watch(ctx); err != nil || moved {
-				return err
-			}
-		}
-		// An unmined revoke is followed every pass; a mined one is only
-		// re-checked along with the watch.
-		if p.revokeOpen() && (!p.revokeMined || due) {
-			return w.revoke(ctx)
+		if p.status != "confirmed" && !p.receiptFinal && w.e.watchDue(p.id, true) {
+			_, err := w.watch(ctx)
+			return err
 		}
 		return nil
 	case !p.hasCalldata():
 		return w.signTransfer(ctx)
-	case p.approveHash == nil:
-		return w.signApprove(ctx)
+	case p.fundHash == nil:
+		return w.signFund(ctx)
 	default:
-		return w.followApprove(ctx)
+		return w.followFund(ctx)
 	}
 }
 
@@ -178,13 +164,10 @@ func (e *Executor) emit(ctx context.Context, p *row, ev event, res *Result) {
 		res.Reorged++
 		level = slog.LevelWarn
 		msg = "payout receipt's block was reorged away; following the transaction again"
-	case outcomeRevoked:
-		res.Revoked++
-		msg = "approval revoked after reverted call"
-	case outcomeError:
-		res.Errors++
-		level = slog.LevelWarn
-		msg = "payout revoke failed; signing a new one"
+	case outcomeAttention:
+		res.Attention++
+		level = slog.LevelError
+		msg = "payout needs attention; the executor will not touch it until an operator retries it"
 	}
 	e.metrics.count(p.kind, ev.outcome)
 	attrs := append([]any{"payout_id", p.id, "session_id", p.sessionID, "kind", p.kind, "chain_id", p.chainID,

@@ -72,10 +72,10 @@ func TestMinedPayoutReorgedAwayIsSentAgain(t *testing.T) {
 	}
 }
 
-// A reverted call whose approve, call and revoke a reorg all removes is
+// A reverted call whose funding and execute a reorg both removes is
 // followed again: every nonce is refilled by the same signed bytes, the
-// call reverts again, and the approval ends revoked. Until then the revert
-// is not final, which is what holds back the deposit's refund.
+// call reverts again, and the amount ends back in the treasury. Until then
+// the revert is not final, which is what holds back the deposit's refund.
 func TestRevertedCallReorgedAwayIsFollowedAgain(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
@@ -94,17 +94,17 @@ func TestRevertedCallReorgedAwayIsFollowedAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := f.addPayout(merchant, amount, refuse)
-	f.runUntil(e, 30*time.Second, func() bool { p := f.payout(id); return p.Status == "reverted" && p.RevokeMined })
+	f.runUntil(e, 30*time.Second, func() bool { return f.payout(id).Status == "reverted" })
 	before := f.payout(id)
 	if before.ReceiptFinal {
 		t.Fatal("revert final before any confirmation")
 	}
-	if n := f.chainNonce(); n != 3 {
-		t.Fatalf("treasury sent %d transactions, want 3 (approve, call, revoke)", n)
+	if n := f.chainNonce(); n != 2 {
+		t.Fatalf("treasury sent %d transactions, want 2 (fund, execute)", n)
 	}
 
-	// Automine put each in its own block: drop all three.
-	if err := f.node.Reorg(f.ctx, 3); err != nil {
+	// Automine put each in its own block: drop both.
+	if err := f.node.Reorg(f.ctx, 2); err != nil {
 		t.Fatal(err)
 	}
 	if n := f.chainNonce(); n != 0 {
@@ -112,20 +112,17 @@ func TestRevertedCallReorgedAwayIsFollowedAgain(t *testing.T) {
 	}
 	total := f.runUntil(e, 30*time.Second, func() bool {
 		p := f.payout(id)
-		return p.Status == "reverted" && p.RevokeMined && p.ReceiptHash != nil && *p.ReceiptHash != *before.ReceiptHash
+		return p.Status == "reverted" && p.ReceiptHash != nil && *p.ReceiptHash != *before.ReceiptHash
 	})
-	if total.Reorged < 2 || total.Signed != 0 || total.Bumped != 0 {
-		t.Errorf("passes after the reorg: %+v, want the call and the revoke noticed and nothing new signed", total)
+	if total.Reorged < 1 || total.Signed != 0 || total.Bumped != 0 {
+		t.Errorf("passes after the reorg: %+v, want the execute noticed and nothing new signed", total)
 	}
 	after := f.payout(id)
-	if *after.TxHash != *before.TxHash || *after.RevokeHash != *before.RevokeHash || *after.ApproveHash != *before.ApproveHash {
+	if *after.TxHash != *before.TxHash || *after.FundHash != *before.FundHash {
 		t.Errorf("transactions changed: before %+v after %+v", before, after)
 	}
-	if n := f.chainNonce(); n != 3 {
-		t.Errorf("treasury sent %d transactions, want the same 3", n)
-	}
-	if got := f.allowanceAt(f.treasury, merchant, nil); got.Sign() != 0 {
-		t.Errorf("allowance %s, want 0 after the revoke", got)
+	if n := f.chainNonce(); n != 2 {
+		t.Errorf("treasury sent %d transactions, want the same 2", n)
 	}
 	if got := f.balance(f.treasury); got.Int64() != treasuryFunds {
 		t.Errorf("treasury holds %s, want all %d", got, treasuryFunds)

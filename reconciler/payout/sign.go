@@ -8,6 +8,8 @@ import (
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
+
+	"github.com/settle-dev/settle/delivery/evm"
 )
 
 // spend says what a transaction does with the payout's amount, which
@@ -15,13 +17,12 @@ import (
 type spend int
 
 const (
-	// spendNothing: a revoke moves no tokens.
+	// spendNothing: an execute moves no treasury tokens (its runner was
+	// funded before).
 	spendNothing spend = iota
-	// spendAmount: a transfer or call takes the amount from the treasury.
+	// spendAmount: a transfer or a runner's funding takes the amount from
+	// the treasury.
 	spendAmount
-	// spendApproval: an approval lets the destination take the amount, and
-	// must be the only live approval of that destination.
-	spendApproval
 )
 
 // errWait means the payout must wait for another one; not a failure.
@@ -38,16 +39,7 @@ func (w *work) allocate(ctx context.Context, s spend) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if s == spendApproval {
-		busy, err := approvalBusy(ctx, w.tx, p)
-		if err != nil {
-			return 0, err
-		}
-		if busy {
-			return 0, errWait
-		}
-	}
-	if s != spendNothing {
+	if s == spendAmount {
 		if err := w.checkFunds(ctx); err != nil {
 			return 0, err
 		}
@@ -113,50 +105,101 @@ func (w *work) signTransfer(ctx context.Context) error {
 	return nil
 }
 
-// signApprove signs and stores the approval that precedes a contract call.
-func (w *work) signApprove(ctx context.Context) error {
+// signFund signs and stores the transfer of a call payout's amount to its
+// runner: a fresh address with no code, which commits to the call (see
+// contracts/SettleExecutor.sol), so the funds there can only ever run this
+// payout's call. Nothing is approved to anyone.
+func (w *work) signFund(ctx context.Context) error {
 	p := w.p
-	data := approveData(p.to, p.amount)
+	if w.c.executor == nil {
+		return w.attention(ctx, fmt.Sprintf("chain %d has no executor_address: a payout with calldata cannot be delivered there (deploy one with `settle delivery deploy`)", p.chainID))
+	}
+	call := w.call(w.c.callGas)
+	runner, err := evm.RunnerAddress(*w.c.executor, w.e.from, call)
+	if err != nil {
+		return err
+	}
+	// The key makes a used address impossible in theory; a runner address
+	// with a nonce or code means something is badly wrong, and funding it
+	// would lose the amount.
+	if used, err := w.c.accountUsed(ctx, runner); err != nil || used {
+		if err != nil {
+			return err
+		}
+		return w.attention(ctx, fmt.Sprintf("runner address %s of payout %d is already used on chain %d; not funding it", runner.Hex(), p.id, p.chainID))
+	}
+	data := transferData(runner, p.amount)
 	gas, err := w.c.estimate(ctx, w.e.from, p.token, data)
 	if err != nil {
-		return fmt.Errorf("approval of %s for %s: %w", p.amount, p.to.Hex(), err)
+		return fmt.Errorf("funding runner %s with %s: %w", runner.Hex(), p.amount, err)
 	}
-	tx, raw, err := w.sign(ctx, spendApproval, p.token, data, gas)
+	tx, raw, err := w.sign(ctx, spendAmount, p.token, data, gas)
 	if err != nil {
 		return w.waitOrFail(err)
 	}
-	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET from_address = $2, approve_nonce = $3, approve_tx_hash = $4, approve_raw_tx = $5,
-		error = NULL WHERE id = $1`, p.id, hexAddr(w.e.from), int64(tx.Nonce()), tx.Hash().Hex(), raw); err != nil {
-		return fmt.Errorf("storing signed approval: %w", err)
+	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET from_address = $2, fund_nonce = $3, fund_tx_hash = $4, fund_raw_tx = $5,
+		runner_address = $6, call_gas = $7, error = NULL WHERE id = $1`,
+		p.id, hexAddr(w.e.from), int64(tx.Nonce()), tx.Hash().Hex(), raw, hexAddr(runner), int64(call.CallGas)); err != nil {
+		return fmt.Errorf("storing signed funding: %w", err)
 	}
-	w.signed("approve", tx, outcomeSigned)
+	w.signed("fund", tx, outcomeSigned)
 	return nil
 }
 
-// signCall signs and stores the contract call of a payout whose approval is
-// mined.
-func (w *work) signCall(ctx context.Context) error {
+// call is the payout's merchant call as its runner commits to it.
+func (w *work) call(callGas uint64) evm.Call {
 	p := w.p
-	gas, err := w.c.estimate(ctx, w.e.from, p.to, p.calldata)
-	if err != nil {
-		if !isRevert(err) {
-			return fmt.Errorf("call of %s: %w", p.to.Hex(), err)
-		}
-		// Send it anyway: the merchant's contract decides, on chain and on
-		// record, not our simulation of it.
-		w.e.logger.WarnContext(ctx, "payout call reverts in simulation; sending it with a fixed gas limit",
-			"payout_id", p.id, "session_id", p.sessionID, "chain_id", p.chainID, "to", p.to.Hex(), "err", err)
-		gas = fixedCallGas
+	return evm.Call{Key: evm.PayoutKey(p.sessionID, p.kind, p.id), Token: p.token, Amount: p.amount,
+		Target: p.to, Data: p.calldata, CallGas: callGas}
+}
+
+// signExecute signs and stores the execute transaction of a call payout
+// whose runner funding is mined. The execute moves no treasury funds: the
+// runner approves, calls, revokes and returns what the call left, all in
+// this one transaction.
+func (w *work) signExecute(ctx context.Context) error {
+	p := w.p
+	if w.c.executor == nil {
+		return w.attention(ctx, fmt.Sprintf("chain %d has no executor_address any more, but payout %d funded runner %s there", p.chainID, p.id, p.runner.Hex()))
 	}
-	tx, raw, err := w.sign(ctx, spendAmount, p.to, p.calldata, gas)
+	call := w.call(p.callGas)
+	if runner, err := evm.RunnerAddress(*w.c.executor, w.e.from, call); err != nil || runner != *p.runner {
+		// A changed executor_address: the funds are at a runner only the
+		// old executor can run.
+		return w.attention(ctx, fmt.Sprintf("payout %d funded runner %s, but executor %s would run it at %s (executor_address changed?)",
+			p.id, p.runner.Hex(), w.c.executor.Hex(), runner.Hex()))
+	}
+	data, err := evm.ExecuteData(call)
+	if err != nil {
+		return err
+	}
+	gas, err := w.c.estimate(ctx, w.e.from, *w.c.executor, data)
+	if err != nil {
+		// The merchant's call cannot make execute revert (the runner
+		// catches it); a revert here is ours: the funding is not visible
+		// yet, or the token refuses the runner. Retried, never sent blind.
+		return fmt.Errorf("executing runner %s: %w", p.runner.Hex(), err)
+	}
+	tx, raw, err := w.sign(ctx, spendNothing, *w.c.executor, data, gas)
 	if err != nil {
 		return w.waitOrFail(err)
 	}
-	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET status = 'sent', nonce = $2, tx_hash = $3, raw_tx = $4,
+	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET status = 'sent', nonce = $2, tx_hash = $3, raw_tx = $4, prior_tx_hashes = '{}',
 		sent_at = now(), error = NULL WHERE id = $1`, p.id, int64(tx.Nonce()), tx.Hash().Hex(), raw); err != nil {
-		return fmt.Errorf("storing signed call: %w", err)
+		return fmt.Errorf("storing signed execute: %w", err)
 	}
-	w.signed("call", tx, outcomeSigned)
+	w.signed("execute", tx, outcomeSigned)
+	return nil
+}
+
+// attention parks the payout in needs_attention with reason: it cannot
+// make progress on its own, and retrying blindly could lose funds or block
+// later nonces. An operator looks at it (`settle payouts list`).
+func (w *work) attention(ctx context.Context, reason string) error {
+	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET status = 'needs_attention', error = $2 WHERE id = $1`, w.p.id, reason); err != nil {
+		return fmt.Errorf("moving payout %d to needs_attention: %w", w.p.id, err)
+	}
+	w.events = append(w.events, event{outcome: outcomeAttention, step: w.step(), attrs: []any{"reason", reason}})
 	return nil
 }
 

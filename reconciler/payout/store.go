@@ -15,24 +15,16 @@ import (
 )
 
 // openCondition selects the payouts the executor still has work on:
-// pending (to sign), sent (to follow), mined or reverted ones whose receipt
-// is not final yet (to watch for a reorg), reverted calls whose approval
-// is not yet revoked, and any signed revoke not yet mined, whatever the
-// payout's status: a reorg may have turned the revert into a success, and
-// an unmined revoke would block every later nonce.
-const openCondition = `(status IN ('pending', 'sent')
-	OR (status IN ('mined', 'reverted') AND NOT receipt_final)
-	OR (status = 'reverted' AND calldata IS NOT NULL AND tx_hash IS NOT NULL AND revoke_tx_hash IS NULL)
-	OR (revoke_tx_hash IS NOT NULL AND NOT revoke_mined))`
+// pending (to sign or fund), sent (to follow), and mined or reverted ones
+// whose receipt is not final yet (to watch for a reorg).
+const openCondition = `(status IN ('pending', 'sent') OR (status IN ('mined', 'reverted') AND NOT receipt_final))`
 
 // listBatch bounds the payouts one pass looks at.
 const listBatch = 1000
 
 // activeCondition is the part of openCondition with work on every pass;
 // the rest of the open payouts are only watched until final.
-const activeCondition = `(status IN ('pending', 'sent')
-	OR (status = 'reverted' AND calldata IS NOT NULL AND tx_hash IS NOT NULL AND revoke_tx_hash IS NULL)
-	OR (revoke_tx_hash IS NOT NULL AND NOT revoke_mined))`
+const activeCondition = `(status IN ('pending', 'sent'))`
 
 // openPayout is a payout listOpen found.
 type openPayout struct {
@@ -75,17 +67,17 @@ type row struct {
 	calldata []byte
 	status   string
 
-	approveNonce *int64
-	approveHash  *string
-	approveRaw   []byte
-	nonce        *int64
-	txHash       *string
-	rawTx        []byte
-	prior        []string
-	revokeNonce  *int64
-	revokeHash   *string
-	revokeRaw    []byte
-	revokeMined  bool
+	// A call payout first funds its runner (fund_*), then executes it
+	// (nonce, txHash, rawTx).
+	runner    *common.Address
+	callGas   uint64
+	fundNonce *int64
+	fundHash  *string
+	fundRaw   []byte
+	nonce     *int64
+	txHash    *string
+	rawTx     []byte
+	prior     []string
 	// receiptBlock and receiptHash locate the receipt of a mined or
 	// reverted payout; receiptFinal is set once that block is final.
 	receiptBlock *int64
@@ -103,20 +95,21 @@ var errNotClaimed = errors.New("payout not claimed")
 // claim locks payout id if it is still open and nobody else holds it.
 func claim(ctx context.Context, tx pgx.Tx, id int64) (*row, error) {
 	const q = `SELECT id, session_id, kind, chain_id, token, to_address, amount::text, calldata, status,
-		approve_nonce, approve_tx_hash, approve_raw_tx, nonce, tx_hash, raw_tx, prior_tx_hashes,
-		revoke_nonce, revoke_tx_hash, revoke_raw_tx, revoke_mined, receipt_block_number, receipt_block_hash, receipt_final,
+		runner_address, coalesce(call_gas, 0), fund_nonce, fund_tx_hash, fund_raw_tx, nonce, tx_hash, raw_tx, prior_tx_hashes,
+		receipt_block_number, receipt_block_hash, receipt_final,
 		coalesce(extract(epoch FROM now() - sent_at), 0)::float8
 		FROM payouts WHERE id = $1 AND ` + openCondition + ` FOR UPDATE SKIP LOCKED`
 	var (
 		p                 row
 		chainID           int64
 		token, to, amount string
-		calldata          *string
+		calldata, runner  *string
+		callGas           int64
 		age               float64
 	)
 	err := tx.QueryRow(ctx, q, id).Scan(&p.id, &p.sessionID, &p.kind, &chainID, &token, &to, &amount, &calldata, &p.status,
-		&p.approveNonce, &p.approveHash, &p.approveRaw, &p.nonce, &p.txHash, &p.rawTx, &p.prior,
-		&p.revokeNonce, &p.revokeHash, &p.revokeRaw, &p.revokeMined, &p.receiptBlock, &p.receiptHash, &p.receiptFinal, &age)
+		&runner, &callGas, &p.fundNonce, &p.fundHash, &p.fundRaw, &p.nonce, &p.txHash, &p.rawTx, &p.prior,
+		&p.receiptBlock, &p.receiptHash, &p.receiptFinal, &age)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, errNotClaimed
 	}
@@ -131,6 +124,14 @@ func claim(ctx context.Context, tx pgx.Tx, id int64) (*row, error) {
 		return &p, fmt.Errorf("payout %d: token %q or to_address %q is not an EVM address", id, token, to)
 	}
 	p.token, p.to = common.HexToAddress(token), common.HexToAddress(to)
+	if runner != nil {
+		if !common.IsHexAddress(*runner) {
+			return &p, fmt.Errorf("payout %d: runner_address %q is not an EVM address", id, *runner)
+		}
+		a := common.HexToAddress(*runner)
+		p.runner = &a
+	}
+	p.callGas = uint64(callGas)
 	var ok bool
 	if p.amount, ok = new(big.Int).SetString(amount, 10); !ok {
 		return &p, fmt.Errorf("payout %d: amount %q is not an integer", id, amount)
@@ -151,18 +152,9 @@ func claim(ctx context.Context, tx pgx.Tx, id int64) (*row, error) {
 	return &p, nil
 }
 
-// hasCalldata reports whether the payout calls a contract (approve + call).
+// hasCalldata reports whether the payout runs a merchant call (fund a
+// runner, then execute it) rather than a plain transfer.
 func (p *row) hasCalldata() bool { return p.calldata != nil }
-
-// revokeOpen reports whether a reverted call's approval still has to be
-// revoked, or its revoke is not mined yet, or is mined in a block that may
-// still be reorged away.
-func (p *row) revokeOpen() bool {
-	if p.revokeHash != nil {
-		return !p.revokeMined || !p.receiptFinal
-	}
-	return p.status == "reverted" && p.hasCalldata() && p.txHash != nil
-}
 
 // recordError stores why the last attempt on payout id failed, without
 // waiting for a lock another executor holds (it will record its own).
@@ -208,14 +200,14 @@ func storeNonce(ctx context.Context, tx pgx.Tx, chainID uint64, from common.Addr
 }
 
 // inFlight sums the amounts of token that other payouts have signed away
-// but the chain may not show yet: sent transfers and calls, and approvals
-// a call will pull from. Read under the nonce lock, it includes every
-// signing committed before ours.
+// but the chain may not show yet: sent transfers and signed runner
+// fundings (a call payout is only sent once its funding is mined). Read
+// under the nonce lock, it includes every signing committed before ours.
 func inFlight(ctx context.Context, tx pgx.Tx, p *row) (*big.Int, error) {
 	var sum string
 	err := tx.QueryRow(ctx, `SELECT coalesce(sum(amount), 0)::text FROM payouts
 		WHERE chain_id = $1 AND lower(token) = $2 AND id <> $3
-		  AND (status = 'sent' OR (status = 'pending' AND approve_tx_hash IS NOT NULL))`,
+		  AND ((status = 'sent' AND calldata IS NULL) OR (status = 'pending' AND fund_tx_hash IS NOT NULL))`,
 		int64(p.chainID), hexAddr(p.token), p.id).Scan(&sum)
 	if err != nil {
 		return nil, fmt.Errorf("summing payouts in flight: %w", err)
@@ -225,23 +217,4 @@ func inFlight(ctx context.Context, tx pgx.Tx, p *row) (*big.Int, error) {
 		return nil, fmt.Errorf("summing payouts in flight: bad sum %q", sum)
 	}
 	return v, nil
-}
-
-// approvalBusy reports whether another payout's approval of the same
-// contract on the same token is still live (approved, called, or awaiting
-// its revoke). approve sets rather than adds, so two overlapping approvals
-// of one spender could let it pull more than either payout meant, or a late
-// revoke could cancel the next payout's approval.
-func approvalBusy(ctx context.Context, tx pgx.Tx, p *row) (bool, error) {
-	var busy bool
-	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM payouts
-		WHERE chain_id = $1 AND lower(token) = $2 AND lower(to_address) = $3 AND id <> $4 AND calldata IS NOT NULL
-		  AND ((status = 'pending' AND approve_tx_hash IS NOT NULL) OR status = 'sent'
-		       OR (status = 'reverted' AND tx_hash IS NOT NULL AND revoke_tx_hash IS NULL)
-		       OR (revoke_tx_hash IS NOT NULL AND NOT revoke_mined)))`,
-		int64(p.chainID), hexAddr(p.token), hexAddr(p.to), p.id).Scan(&busy)
-	if err != nil {
-		return false, fmt.Errorf("checking other approvals of %s: %w", p.to, err)
-	}
-	return busy, nil
 }

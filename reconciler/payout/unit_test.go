@@ -3,8 +3,6 @@ package payout
 import (
 	"bytes"
 	"context"
-	"errors"
-	"fmt"
 	"math/big"
 	"testing"
 
@@ -60,29 +58,6 @@ func TestBumpFees(t *testing.T) {
 		}
 		if got.cap.Cmp(got.tip) < 0 {
 			t.Errorf("%s: cap %s below tip %s", c.name, got.cap, got.tip)
-		}
-	}
-}
-
-// rpcErr mimics an error the node answered with.
-type rpcErr struct {
-	code int
-	msg  string
-}
-
-func (e rpcErr) Error() string  { return e.msg }
-func (e rpcErr) ErrorCode() int { return e.code }
-
-func TestIsRevert(t *testing.T) {
-	for err, want := range map[error]bool{
-		rpcErr{3, "execution reverted: merchant refuses"}:                      true,
-		fmt.Errorf("estimating gas: %w", rpcErr{-32000, "execution reverted"}): true,
-		rpcErr{-32000, "insufficient funds for gas * price + value"}:           false,
-		errors.New("dial tcp 127.0.0.1:1: connect: connection refused"):        false,
-		errors.New("execution reverted"):                                       false, // not from the node
-	} {
-		if got := isRevert(err); got != want {
-			t.Errorf("isRevert(%v) = %t, want %t", err, got, want)
 		}
 	}
 }

@@ -1,0 +1,68 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.20;
+
+interface IERC20Attack {
+    function allowance(address owner, address spender) external view returns (uint256);
+    function balanceOf(address owner) external view returns (uint256);
+    function transferFrom(address from, address to, uint256 amount) external returns (bool);
+}
+
+/// A hostile merchant destination for the delivery attack suite
+/// (reconciler/payout/attack_test.go). Whatever it takes goes to `thief`.
+contract TestAttacker {
+    address public immutable thief;
+    /// Set when a re-entrant call made from reenter succeeded.
+    bool public reentered;
+    uint256 private burned;
+
+    constructor(address thief_) {
+        thief = thief_;
+    }
+
+    /// Takes everything `from` approved to this contract (up to its
+    /// balance). Anyone may call it: the second route of issue 7 pulls an
+    /// approval in a transaction of its own, between approve and call.
+    function pull(address token, address from) public returns (uint256 taken) {
+        taken = IERC20Attack(token).allowance(from, address(this));
+        uint256 bal = IERC20Attack(token).balanceOf(from);
+        if (bal < taken) taken = bal;
+        if (taken > 0) require(IERC20Attack(token).transferFrom(from, thief, taken), "pull failed");
+    }
+
+    /// Pulls what the caller approved, then refuses the payment.
+    function pullThenRevert(address token) external {
+        pull(token, msg.sender);
+        revert("took it and refused");
+    }
+
+    /// Takes only `amount` of what the caller approved.
+    function takePart(address token, uint256 amount) external {
+        require(IERC20Attack(token).transferFrom(msg.sender, thief, amount), "takePart failed");
+    }
+
+    /// Accepts the call and takes nothing.
+    function takeNothing() external {}
+
+    /// Pulls what the caller approved, then calls target with data (e.g.
+    /// the executor's execute, or the caller again) and records whether
+    /// that succeeded.
+    function reenter(address token, address target, bytes calldata data) external {
+        pull(token, msg.sender);
+        (bool ok,) = target.call(data);
+        reentered = ok;
+    }
+
+    /// Burns every unit of gas it is given.
+    function burnGas() external {
+        while (true) {
+            burned++;
+        }
+    }
+
+    /// Pulls what the caller approved, then self-destructs (since Cancun
+    /// this only sends its ether; the code stays).
+    function destroy(address token) external {
+        pull(token, msg.sender);
+        selfdestruct(payable(thief));
+    }
+}

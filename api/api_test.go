@@ -16,9 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/ethclient"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/settle-dev/settle/api"
+	"github.com/settle-dev/settle/internal/anvil"
+	"github.com/settle-dev/settle/internal/anvil/anviltest"
 	"github.com/settle-dev/settle/internal/chain"
 	"github.com/settle-dev/settle/internal/dbtest"
 	"github.com/settle-dev/settle/internal/hdwallet"
@@ -37,6 +41,12 @@ const (
 	payeeBadSum  = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD"
 	solanaPayee  = "7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU"
 	otherSession = "0123456789abcdef0123456789abcdef"
+	// Settle's own addresses in the test config (EIP-55 vectors, so they
+	// have letters in both cases).
+	treasury     = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359"
+	baseExecutor = "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB"
+	opExecutor   = "0xD1220A0cf47c7B9Be7A2E6BA89F429762e7b9aDb"
+	zeroAddress  = "0x0000000000000000000000000000000000000000"
 )
 
 type bundle struct {
@@ -70,7 +80,9 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func setup(t testing.TB) *bundle {
+// setup starts an API over a fresh database. tweaks adjust its config
+// before the server is built.
+func setup(t testing.TB, tweaks ...func(*api.Config)) *bundle {
 	t.Helper()
 	b := &bundle{t: t, db: dbtest.Migrated(t), logs: &syncBuffer{}, reg: prometheus.NewRegistry()}
 	b.now.Store(time.Unix(1_700_000_000, 0).UnixNano())
@@ -86,11 +98,11 @@ func setup(t testing.TB) *bundle {
 		}
 	}
 	chains, err := chain.NewRegistry([]chain.Chain{
-		{ID: 8453, Name: "Base", Family: chain.FamilyEVM, Tokens: []chain.Token{
+		{ID: 8453, Name: "Base", Family: chain.FamilyEVM, Executor: baseExecutor, Tokens: []chain.Token{
 			{Symbol: "USDC", Address: baseUSDC, Decimals: 6},
 			{Symbol: "DAI", Address: baseDAI, Decimals: 18},
 		}},
-		{ID: 10, Name: "Optimism", Family: chain.FamilyEVM, Tokens: []chain.Token{{Symbol: "USDC", Address: opUSDC, Decimals: 6}}},
+		{ID: 10, Name: "Optimism", Family: chain.FamilyEVM, Executor: opExecutor, Tokens: []chain.Token{{Symbol: "USDC", Address: opUSDC, Decimals: 6}}},
 		{ID: chain.SolanaChainID, Name: "Solana", Family: chain.FamilySolana, Tokens: []chain.Token{{Symbol: "USDC", Address: solanaUSDC, Decimals: 6}}},
 	})
 	if err != nil {
@@ -113,10 +125,11 @@ func setup(t testing.TB) *bundle {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	b.mirror = mirror.New(mirror.Config{Store: b.store, ClickHouse: b.db.CH, Logger: logger})
-	srv, err := api.New(api.Config{
+	cfg := api.Config{
 		Chains:       chains,
 		Store:        b.store,
 		EVMReceivers: b.xpub,
+		Treasury:     treasury,
 		Ready: map[string]func(context.Context) error{
 			"postgres":   b.db.PG.Ping,
 			"clickhouse": b.db.CH.Ping,
@@ -125,7 +138,11 @@ func setup(t testing.TB) *bundle {
 		Registerer: b.reg,
 		Gatherer:   b.reg,
 		Now:        func() time.Time { return time.Unix(0, b.now.Load()) },
-	})
+	}
+	for _, tweak := range tweaks {
+		tweak(&cfg)
+	}
+	srv, err := api.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,6 +271,20 @@ func set(body map[string]any, path string, v any) map[string]any {
 
 func TestCreateSessionValidation(t *testing.T) {
 	b := setup(t)
+	// A receiver handed out to another merchant's session, as the API
+	// returns it (checksummed).
+	rid, rsecret := b.create(b.keyB)
+	pm := b.do("POST", "/v1/sessions/"+rid+"/paymentMethods", map[string]any{"clientSecret": rsecret, "paymentMethod": map[string]any{"type": "evm"}})
+	if pm.Status != 200 {
+		t.Fatalf("payment method: %d %s", pm.Status, pm.Raw)
+	}
+	receiver := pm.Body["session"].(map[string]any)["paymentMethod"].(map[string]any)["receiverAddress"].(string)
+	upper := func(a string) string { return "0x" + strings.ToUpper(a[2:]) }
+	onOptimism := set(set(validCreate(), "destination.chainId", 10), "destination.tokenAddress", opUSDC)
+	solanaDest := map[string]any{
+		"destination": map[string]any{"type": "solana", "address": solanaPayee, "tokenAddress": solanaUSDC, "amountUnits": "10.00"},
+		"display":     map[string]any{"title": "t", "verb": "v"},
+	}
 	many := map[string]any{}
 	for i := range 51 {
 		many[fmt.Sprintf("k%d", i)] = "v"
@@ -337,6 +368,28 @@ func TestCreateSessionValidation(t *testing.T) {
 			"display":     map[string]any{"title": "t"},
 		}, 400, "validation_error", "unsupported_token", "destination.tokenAddress"},
 		{"body too large", set(validCreate(), "display.title", strings.Repeat("x", 70<<10)), 413, "invalid_request_error", "body_too_large", ""},
+
+		// Payees that would burn the tokens or are settle's own.
+		{"zero address destination", set(validCreate(), "destination.address", zeroAddress), 400, "validation_error", "invalid_address", "destination.address"},
+		{"zero address refund", set(validCreate(), "refundAddress", zeroAddress), 400, "validation_error", "invalid_address", "refundAddress"},
+		{"treasury destination", set(validCreate(), "destination.address", treasury), 400, "validation_error", "reserved_address", "destination.address"},
+		{"treasury destination lowercase", set(validCreate(), "destination.address", strings.ToLower(treasury)), 400, "validation_error", "reserved_address", "destination.address"},
+		{"treasury refund", set(validCreate(), "refundAddress", treasury), 400, "validation_error", "reserved_address", "refundAddress"},
+		{"treasury refund uppercase", set(validCreate(), "refundAddress", upper(treasury)), 400, "validation_error", "reserved_address", "refundAddress"},
+		{"treasury refund on a solana session", set(solanaDest, "refundAddress", treasury), 400, "validation_error", "reserved_address", "refundAddress"},
+		{"executor destination", set(validCreate(), "destination.address", baseExecutor), 400, "validation_error", "reserved_address", "destination.address"},
+		{"executor destination lowercase", set(validCreate(), "destination.address", strings.ToLower(baseExecutor)), 400, "validation_error", "reserved_address", "destination.address"},
+		{"executor destination on its chain", set(onOptimism, "destination.address", opExecutor), 400, "validation_error", "reserved_address", "destination.address"},
+		{"another chain's executor as destination", set(validCreate(), "destination.address", opExecutor), 201, "", "", ""},
+		{"executor refund", set(validCreate(), "refundAddress", baseExecutor), 400, "validation_error", "reserved_address", "refundAddress"},
+		{"another chain's executor as refund", set(validCreate(), "refundAddress", strings.ToLower(opExecutor)), 400, "validation_error", "reserved_address", "refundAddress"},
+		{"receiver destination", set(validCreate(), "destination.address", receiver), 400, "validation_error", "reserved_address", "destination.address"},
+		{"receiver destination lowercase", set(validCreate(), "destination.address", strings.ToLower(receiver)), 400, "validation_error", "reserved_address", "destination.address"},
+		{"receiver destination on another chain", set(onOptimism, "destination.address", upper(receiver)), 400, "validation_error", "reserved_address", "destination.address"},
+		{"receiver refund", set(validCreate(), "refundAddress", receiver), 400, "validation_error", "reserved_address", "refundAddress"},
+		{"receiver refund lowercase", set(validCreate(), "refundAddress", strings.ToLower(receiver)), 400, "validation_error", "reserved_address", "refundAddress"},
+		{"receiver refund on a solana session", set(solanaDest, "refundAddress", receiver), 400, "validation_error", "reserved_address", "refundAddress"},
+		{"malformed beats reserved", set(set(validCreate(), "destination.address", treasury), "destination.amountUnits", "-1"), 400, "validation_error", "invalid_amount", "destination.amountUnits"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -352,6 +405,101 @@ func TestCreateSessionValidation(t *testing.T) {
 				t.Errorf("error = (%s, %s, %q), want (%s, %s, %q): %s", typ, code, param, tt.typ, tt.code, tt.param, r.Raw)
 			}
 		})
+	}
+}
+
+// nodeCode is a CodeChecker over real nodes, by chain id; chains it has no
+// node for are unchecked.
+type nodeCode map[uint64]*ethclient.Client
+
+func (n nodeCode) HasCode(ctx context.Context, chainID uint64, address string) (bool, error) {
+	cl, ok := n[chainID]
+	if !ok {
+		return false, api.ErrCodeUnchecked
+	}
+	code, err := cl.CodeAt(ctx, common.HexToAddress(address), nil)
+	if err != nil {
+		return false, fmt.Errorf("reading code of %s: %w", address, err)
+	}
+	return len(code) > 0, nil
+}
+
+// Calldata is executed against the destination, so the API asks the chain
+// whether the destination has code. Base (8453) is an anvil here; Optimism
+// has no node and is not checked.
+func TestCreateSessionCalldataTarget(t *testing.T) {
+	node := anviltest.Start(t, anvil.Config{ChainID: 8453})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	contract, err := node.DeployTestToken(ctx, anvil.DevKeys[0], "Merchant", "M", 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A client of its own, so closing the node below leaves it dialing a
+	// dead port rather than using a closed client.
+	cl, err := ethclient.DialContext(ctx, node.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	b := setup(t, func(c *api.Config) { c.CodeChecker = nodeCode{8453: cl} })
+	eoa := anvil.DevAddress(1).Hex() // funded, so it exists, but has no code
+	withCalldata := set(validCreate(), "destination.calldata", "0xa9059cbb")
+	tests := []struct {
+		name   string
+		body   any
+		status int
+		code   string
+	}{
+		{"calldata to an EOA", set(withCalldata, "destination.address", eoa), 400, "not_a_contract"},
+		{"calldata to an address never used", withCalldata, 400, "not_a_contract"},
+		{"calldata to a contract", set(withCalldata, "destination.address", contract.Hex()), 201, ""},
+		{"calldata to a contract, lowercase", set(withCalldata, "destination.address", strings.ToLower(contract.Hex())), 201, ""},
+		{"empty calldata to an EOA", set(withCalldata, "destination.calldata", "0x"), 201, ""},
+		{"no calldata to an EOA", set(validCreate(), "destination.address", eoa), 201, ""},
+		{"calldata on a chain without a node", set(set(withCalldata, "destination.chainId", 10), "destination.tokenAddress", opUSDC), 201, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := b.do("POST", "/v1/sessions", tt.body, b.bearer(b.key)...)
+			if r.Status != tt.status {
+				t.Fatalf("status = %d, want %d: %s", r.Status, tt.status, r.Raw)
+			}
+			if tt.status == 201 {
+				return
+			}
+			if typ, code, param := errorOf(t, r); typ != "validation_error" || code != tt.code || param != "destination.calldata" {
+				t.Errorf("error = (%s, %s, %q), want (validation_error, %s, destination.calldata): %s", typ, code, param, tt.code, r.Raw)
+			}
+		})
+	}
+
+	// A node that does not answer fails the create, retryably, and creates
+	// nothing: the check is not skipped.
+	count := func() (n int) {
+		t.Helper()
+		if err := b.db.PG.QueryRow(ctx, "SELECT count(*) FROM sessions").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := count()
+	if err := node.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := b.do("POST", "/v1/sessions", set(withCalldata, "destination.address", contract.Hex()), b.bearer(b.key)...)
+	if typ, code, _ := errorOf(t, r); r.Status != 503 || typ != "api_error" || code != "chain_unavailable" {
+		t.Errorf("node down: %d %s, want 503 api_error chain_unavailable", r.Status, r.Raw)
+	}
+	if n := count(); n != before {
+		t.Errorf("node down: %d sessions stored, want %d", n, before)
+	}
+	if !strings.Contains(b.logs.String(), "checking the destination's contract code failed") {
+		t.Error("the node failure is not logged")
+	}
+	// Without calldata nothing asks the node.
+	if r := b.do("POST", "/v1/sessions", validCreate(), b.bearer(b.key)...); r.Status != 201 {
+		t.Errorf("no calldata, node down: %d %s", r.Status, r.Raw)
 	}
 }
 

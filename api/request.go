@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"net/url"
 	"unicode/utf8"
@@ -48,13 +49,14 @@ type displayRequest struct {
 // validated is a create request that passed every check.
 type validated struct {
 	dest          session.Destination
+	chain         *chain.Chain // the destination's chain; nil for solana
 	decimals      uint8
 	display       session.Display
 	metadata      map[string]string
 	refundAddress string
 }
 
-func (s *Server) validateCreate(req *createSessionRequest) (*validated, error) {
+func (s *Server) validateCreate(ctx context.Context, req *createSessionRequest) (*validated, error) {
 	v := &validated{}
 	if req.Destination == nil {
 		return nil, validationf("destination", "missing_field", "destination is required.")
@@ -86,6 +88,25 @@ func (s *Server) validateCreate(req *createSessionRequest) (*validated, error) {
 		}
 		v.refundAddress = *req.RefundAddress
 	}
+	// The checks below ask Postgres and a chain's node, so they come last:
+	// a request that fails anyway costs neither.
+	if v.chain != nil {
+		if err := s.checkPayee(ctx, "destination.address", v.dest.Address, []*chain.Chain{v.chain}); err != nil {
+			return nil, err
+		}
+	}
+	if v.refundAddress != "" {
+		// A refund can be paid on any EVM chain, so no chain's executor may
+		// receive it.
+		if err := s.checkPayee(ctx, "refundAddress", v.refundAddress, s.cfg.Chains.ByFamily(chain.FamilyEVM)); err != nil {
+			return nil, err
+		}
+	}
+	if v.chain != nil && v.dest.Calldata != "" {
+		if err := s.checkCalldataTarget(ctx, v.chain, v.dest.Address); err != nil {
+			return nil, err
+		}
+	}
 	return v, nil
 }
 
@@ -116,7 +137,7 @@ func (s *Server) validateEVMDestination(d *destinationRequest, v *validated) err
 			v.dest.Calldata = *d.Calldata
 		}
 	}
-	v.dest.ChainID, v.dest.ChainName = c.ID, c.Name
+	v.chain, v.dest.ChainID, v.dest.ChainName = c, c.ID, c.Name
 	return setAmount(d, c, tok, v)
 }
 

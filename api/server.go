@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
@@ -27,7 +28,23 @@ type Store interface {
 	CreateSession(ctx context.Context, s *session.Session, decimals uint8) error
 	GetSession(ctx context.Context, id string) (*session.Session, error)
 	SetReceiverPaymentMethod(ctx context.Context, sessionID, pmType, family string, derive store.DeriveFunc, now time.Time) (*session.Session, *store.Receiver, error)
+	// IsReceiver reports whether address (EVM: any letter case) is a
+	// receiver of the family, of any session.
+	IsReceiver(ctx context.Context, family, address string) (bool, error)
 }
+
+// CodeChecker looks at a chain's state for the create checks.
+type CodeChecker interface {
+	// HasCode reports whether address (0x-hex, any case) has contract code
+	// on chain chainID at the latest block. When the checker has no way to
+	// look at that chain (no node configured), it returns an error matching
+	// ErrCodeUnchecked, and the API accepts the calldata unchecked.
+	HasCode(ctx context.Context, chainID uint64, address string) (bool, error)
+}
+
+// ErrCodeUnchecked is matched (errors.Is) by a CodeChecker error that means
+// "this chain cannot be checked", as opposed to a failed check.
+var ErrCodeUnchecked = errors.New("no node to check contract code on this chain")
 
 // EVMReceivers derives EVM receiver addresses from public derivation data.
 type EVMReceivers interface {
@@ -39,6 +56,16 @@ type Config struct {
 	Chains       *chain.Registry
 	Store        Store
 	EVMReceivers EVMReceivers
+	// Treasury is the EVM address that pays deliveries and refunds. A
+	// session may not pay it or refund to it: that would let a merchant
+	// move the treasury's float to itself under a false name. Empty skips
+	// the check (settle api and settle dev always set it).
+	Treasury string
+	// CodeChecker, if set, refuses calldata to a destination without
+	// contract code (merchant calldata is executed against the destination
+	// by the executor contract; against an address without code it does
+	// nothing). Nil skips the check.
+	CodeChecker CodeChecker
 	// ReceiverCreated, if set, is called after a new receiver is committed
 	// (the ClickHouse mirror uses it to copy the row promptly).
 	ReceiverCreated func()
@@ -58,16 +85,24 @@ type Config struct {
 
 // Server is the HTTP API.
 type Server struct {
-	cfg     Config
-	logger  *slog.Logger
-	metrics *metrics
-	mux     *http.ServeMux
+	cfg      Config
+	treasury string // cfg.Treasury, lowercase
+	logger   *slog.Logger
+	metrics  *metrics
+	mux      *http.ServeMux
 }
 
 // New checks cfg and builds a Server.
 func New(cfg Config) (*Server, error) {
 	if cfg.Chains == nil || cfg.Store == nil || cfg.EVMReceivers == nil {
 		return nil, errors.New("api: Chains, Store and EVMReceivers are required")
+	}
+	var treasury string
+	if cfg.Treasury != "" {
+		if _, err := chain.ParseEVMAddress(cfg.Treasury); err != nil {
+			return nil, fmt.Errorf("api: Treasury: %w", err)
+		}
+		treasury = strings.ToLower(cfg.Treasury)
 	}
 	cfg.SessionTTL = cmp.Or(cfg.SessionTTL, time.Hour)
 	if cfg.Now == nil {
@@ -82,10 +117,11 @@ func New(cfg Config) (*Server, error) {
 		base = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		cfg:     cfg,
-		logger:  slog.New(logHandler{base.Handler()}).With("component", "api"),
-		metrics: newMetrics(cfg.Registerer),
-		mux:     http.NewServeMux(),
+		cfg:      cfg,
+		treasury: treasury,
+		logger:   slog.New(logHandler{base.Handler()}).With("component", "api"),
+		metrics:  newMetrics(cfg.Registerer),
+		mux:      http.NewServeMux(),
 	}
 	s.routes()
 	return s, nil

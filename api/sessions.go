@@ -98,7 +98,7 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) (err erro
 	if err := decodeJSON(w, r, &req); err != nil {
 		return err
 	}
-	v, err := s.validateCreate(&req)
+	v, err := s.validateCreate(r.Context(), &req)
 	if err != nil {
 		return err
 	}

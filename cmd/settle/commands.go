@@ -63,10 +63,21 @@ func apiGroup(ctx context.Context, g *errgroup.Group, cfg *fileConfig, pg *pgxpo
 	if err != nil {
 		return nil, err
 	}
+	// The API refuses the treasury as a payee; running without knowing it
+	// would let a session pay the treasury's float to a merchant.
+	if cfg.Treasury.Address == "" {
+		return nil, fmt.Errorf("treasury.address is not set (config or SETTLE_TREASURY_ADDRESS); `settle keys new` prints it")
+	}
+	codes, err := newCodeChecker(ctx, cfg.Chains)
+	if err != nil {
+		return nil, err
+	}
 	srv, err := api.New(api.Config{
 		Chains:          chains,
 		Store:           st,
 		EVMReceivers:    receivers,
+		Treasury:        cfg.Treasury.Address,
+		CodeChecker:     codes,
 		ReceiverCreated: m.Kick,
 		TxHint:          hint,
 		Ready: map[string]func(context.Context) error{

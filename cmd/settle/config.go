@@ -64,6 +64,11 @@ type chainConfig struct {
 	Family string        `yaml:"family"`
 	RPCURL string        `yaml:"rpc_url"` // SETTLE_CHAIN_<ID>_RPC_URL
 	Tokens []tokenConfig `yaml:"tokens"`
+	// ExecutorAddress is the SettleExecutor contract that runs merchant
+	// calldata on this chain (`settle delivery deploy` prints it; `settle
+	// dev` deploys and fills it in). Without it, sessions with calldata
+	// cannot be delivered on this chain.
+	ExecutorAddress string `yaml:"executor_address"` // SETTLE_CHAIN_<ID>_EXECUTOR_ADDRESS
 	// Indexer settings; zero values take the indexer's defaults.
 	StartBlock    uint64 `yaml:"start_block"`
 	FinalityDepth uint64 `yaml:"finality_depth"`
@@ -125,6 +130,7 @@ func loadConfig(path string, dev bool) (*fileConfig, error) {
 	env("SETTLE_DELIVERY_METRICS_LISTEN", &cfg.Delivery.MetricsListen)
 	for i := range cfg.Chains {
 		env(fmt.Sprintf("SETTLE_CHAIN_%d_RPC_URL", cfg.Chains[i].ID), &cfg.Chains[i].RPCURL)
+		env(fmt.Sprintf("SETTLE_CHAIN_%d_EXECUTOR_ADDRESS", cfg.Chains[i].ID), &cfg.Chains[i].ExecutorAddress)
 	}
 	if v := os.Getenv("SETTLE_SESSION_TTL"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -173,7 +179,7 @@ func cmpOr(a, b string) string {
 func (c *fileConfig) registry() (*chain.Registry, error) {
 	chains := make([]chain.Chain, 0, len(c.Chains))
 	for _, cc := range c.Chains {
-		ch := chain.Chain{ID: cc.ID, Name: cc.Name, Family: chain.Family(cc.Family)}
+		ch := chain.Chain{ID: cc.ID, Name: cc.Name, Family: chain.Family(cc.Family), Executor: cc.ExecutorAddress}
 		for _, t := range cc.Tokens {
 			ch.Tokens = append(ch.Tokens, chain.Token{Symbol: t.Symbol, Address: t.Address, Decimals: t.Decimals})
 		}

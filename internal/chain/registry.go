@@ -38,6 +38,11 @@ type Chain struct {
 	Name   string
 	Family Family
 	Tokens []Token
+	// Executor is the contract that runs merchant calldata on this chain
+	// (EVM only; lowercase 0x-hex, "" when none is configured). The API
+	// refuses it as a destination or refund address: it is settle's own
+	// contract, not a merchant's account.
+	Executor string
 }
 
 // Token returns the configured token with the given address. EVM addresses
@@ -87,6 +92,16 @@ func NewRegistry(chains []Chain) (*Registry, error) {
 		case FamilyEVM, FamilyTron, FamilySolana:
 		default:
 			return nil, fmt.Errorf("chain %q: unknown family %q", c.Name, c.Family)
+		}
+		if c.Executor != "" {
+			if c.Family != FamilyEVM {
+				return nil, fmt.Errorf("chain %q: an executor contract exists only on evm chains", c.Name)
+			}
+			// Checked as written, like token addresses below.
+			if _, err := ParseEVMAddress(c.Executor); err != nil {
+				return nil, fmt.Errorf("chain %q: executor: %w", c.Name, err)
+			}
+			c.Executor = c.canonical(c.Executor)
 		}
 		tokens := make([]Token, 0, len(c.Tokens))
 		seen := map[string]bool{}

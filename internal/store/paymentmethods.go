@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -116,6 +117,23 @@ func (s *Store) SetReceiverPaymentMethod(ctx context.Context, sessionID, pmType,
 		return nil, nil, err
 	}
 	return ss, created, nil
+}
+
+// IsReceiver reports whether address is one of our receivers of the given
+// family, allocated to any session of any merchant. EVM addresses are
+// compared in any letter case (receivers are stored lowercase); other
+// families' addresses exactly, as base58 is case-sensitive.
+func (s *Store) IsReceiver(ctx context.Context, family, address string) (bool, error) {
+	if family == "evm" {
+		address = strings.ToLower(address)
+	}
+	var found bool
+	// Served by the UNIQUE (family, address) index.
+	const q = `SELECT EXISTS (SELECT 1 FROM receivers WHERE family = $1 AND address = $2)`
+	if err := s.pool.QueryRow(ctx, q, family, address).Scan(&found); err != nil {
+		return false, fmt.Errorf("looking up receiver %s: %w", address, err)
+	}
+	return found, nil
 }
 
 // ExpireDue persists the expiry of up to limit sessions whose deadline passed

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/ethclient"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -35,6 +36,7 @@ type childConfig struct {
 	PG, CH        string
 	RPC           map[uint64]string
 	USDC          map[uint64]string
+	Executors     map[uint64]common.Address
 	FinalityDepth uint64
 }
 
@@ -111,7 +113,8 @@ func runChild(c childConfig) error {
 			clients[id] = cl
 			fin[id] = payout.Finality{Depth: c.FinalityDepth}
 		}
-		ex, err := payout.New(payout.Config{Postgres: pg, Chains: clients, Finality: fin, Treasury: treasury, Interval: 20 * time.Millisecond, RebroadcastAfter: time.Second, WatchEvery: 200 * time.Millisecond})
+		ex, err := payout.New(payout.Config{Postgres: pg, Chains: clients, Finality: fin, Executors: c.Executors, Treasury: treasury,
+			Interval: 20 * time.Millisecond, RebroadcastAfter: time.Second, WatchEvery: 200 * time.Millisecond})
 		if err != nil {
 			return err
 		}
@@ -127,7 +130,7 @@ func TestKilledProcessesPayOnce(t *testing.T) {
 	s := newStack(t, options{external: true})
 	cfg := childConfig{PG: s.db.PostgresURL, CH: s.db.ClickHouseURL, FinalityDepth: 3,
 		RPC:  map[uint64]string{chainA: s.a.URL(), chainB: s.b.URL()},
-		USDC: map[uint64]string{chainA: s.usdcA.Hex(), chainB: s.usdcB.Hex()}}
+		USDC: map[uint64]string{chainA: s.usdcA.Hex(), chainB: s.usdcB.Hex()}, Executors: s.executors}
 	spawn := func(role string) *exec.Cmd {
 		c := cfg
 		c.Role = role

@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/settle-dev/settle/api"
+	deliveryevm "github.com/settle-dev/settle/delivery/evm"
 	"github.com/settle-dev/settle/indexer"
 	"github.com/settle-dev/settle/indexer/evm"
 	"github.com/settle-dev/settle/internal/anvil"
@@ -68,9 +69,11 @@ type stack struct {
 	fakeA    common.Address // a token also called USDC on chain A, not allowlisted
 	merchant common.Address // TestMerchant contract on chain B
 	treasury *ecdsa.PrivateKey
-	url, key string
-	reg      *prometheus.Registry
-	rec      *reconciler.Reconciler
+	// executors are the treasury's SettleExecutor per chain.
+	executors map[uint64]common.Address
+	url, key  string
+	reg       *prometheus.Registry
+	rec       *reconciler.Reconciler
 	// startIndexers starts the indexers (once) when deferIndexers is set.
 	startIndexers func()
 	clients       map[uint64]reconciler.TxReader
@@ -114,12 +117,15 @@ func newStack(t *testing.T, o options) *stack {
 	must(err)
 	treasury := crypto.PubkeyToAddress(s.treasury.PublicKey)
 	million := big.NewInt(1_000_000_000_000) // 1,000,000 USDC
+	s.executors = map[uint64]common.Address{}
 	for _, x := range []struct {
 		n    *anvil.Node
 		usdc common.Address
 	}{{s.a, s.usdcA}, {s.b, s.usdcB}} {
 		must(x.n.SetBalance(ctx, treasury, new(big.Int).Mul(big.NewInt(100), big.NewInt(1e18))))
 		_, err = x.n.Mint(ctx, anvil.DevKeys[0], x.usdc, treasury, million)
+		must(err)
+		s.executors[x.n.ChainID()], err = x.n.DeployCode(ctx, anvil.DevKeys[0], deliveryevm.DeployData(treasury))
 		must(err)
 	}
 	_, err = s.a.Mint(ctx, anvil.DevKeys[0], s.usdcA, anvil.DevAddress(payerKey), million)
@@ -193,7 +199,7 @@ func newStack(t *testing.T, o options) *stack {
 	if !o.external {
 		g.Go(func() error { return s.rec.Run(gctx) })
 		fin := map[uint64]payout.Finality{chainA: {Depth: o.finalityDepth, Tag: o.finalizedTag}, chainB: {Depth: o.finalityDepth, Tag: o.finalizedTag}}
-		ex, err := payout.New(payout.Config{Postgres: s.db.PG, Chains: clients, Finality: fin, Treasury: s.treasury, Logger: logger,
+		ex, err := payout.New(payout.Config{Postgres: s.db.PG, Chains: clients, Finality: fin, Executors: s.executors, Treasury: s.treasury, Logger: logger,
 			Interval: 100 * time.Millisecond, RebroadcastAfter: 2 * time.Second, WatchEvery: 200 * time.Millisecond})
 		must(err)
 		g.Go(func() error { return ex.Run(gctx) })

@@ -34,6 +34,7 @@ const (
 	ReasonFinished     = "after_session_finished" // the session already settled or is settling
 	ReasonOverpaid     = "overpaid"               // surplus beyond the requested amount (held)
 	ReasonManualRefund = "manual_refund"          // deposits in several tokens: refund needs a person
+	ReasonCallReturned = "call_returned"          // the merchant's call took less than the payout; the rest is back in the treasury (held)
 )
 
 type cursor struct {
@@ -159,7 +160,7 @@ func (r *Reconciler) attributeRange(ctx context.Context, c *chain.Chain, from, t
 		return fmt.Errorf("reading transfers %d-%d: %w", from, to, err)
 	}
 	var all []Transfer
-	recipients := map[string]bool{}
+	recipients, senders := map[string]bool{}, map[string]bool{}
 	for rows.Next() {
 		t := Transfer{ChainID: c.ID}
 		var amount string
@@ -174,6 +175,7 @@ func (r *Reconciler) attributeRange(ctx context.Context, c *chain.Chain, from, t
 		}
 		all = append(all, t)
 		recipients[t.To] = true
+		senders[t.From] = true
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -183,6 +185,10 @@ func (r *Reconciler) attributeRange(ctx context.Context, c *chain.Chain, from, t
 		return nil
 	}
 	ours, err := r.receivers(ctx, recipients)
+	if err != nil {
+		return err
+	}
+	runners, err := r.runners(ctx, senders)
 	if err != nil {
 		return err
 	}
@@ -197,6 +203,75 @@ func (r *Reconciler) attributeRange(ctx context.Context, c *chain.Chain, from, t
 			if err := r.payoutSeen(ctx, t); err != nil {
 				return err
 			}
+		}
+	}
+	return r.runnersSeen(ctx, all, runners)
+}
+
+// runners returns the call payouts whose runner address is among addrs,
+// by address: their deliveries are transfers from the runner, not from
+// the treasury.
+func (r *Reconciler) runners(ctx context.Context, addrs map[string]bool) (map[string]int64, error) {
+	list := make([]string, 0, len(addrs))
+	for a := range addrs {
+		list = append(list, a)
+	}
+	rows, err := r.cfg.Postgres.Query(ctx, `SELECT runner_address, id FROM payouts WHERE runner_address = ANY($1)`, list)
+	if err != nil {
+		return nil, fmt.Errorf("matching payout runners: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var a string
+		var id int64
+		if err := rows.Scan(&a, &id); err != nil {
+			return nil, fmt.Errorf("matching payout runners: %w", err)
+		}
+		out[a] = id
+	}
+	return out, rows.Err()
+}
+
+// runnersSeen records what each call payout's execute delivered: the sum
+// of its runner's transfers to anyone but the treasury in that
+// transaction (what goes to the treasury is what the call did not take).
+// A transaction lies in one block and ranges hold whole blocks, so the sum
+// is complete, and a replay computes the same one. An execute that
+// delivered nothing is a returned payout, which the executor marks
+// reverted; it is never seen as a delivery.
+func (r *Reconciler) runnersSeen(ctx context.Context, all []Transfer, runners map[string]int64) error {
+	if len(runners) == 0 {
+		return nil
+	}
+	type key struct {
+		id        int64
+		tx, block string
+	}
+	sums := map[key]*big.Int{}
+	first := map[key]*Transfer{}
+	var order []key
+	for i := range all {
+		t := &all[i]
+		id, ok := runners[t.From]
+		if !ok || t.To == r.cfg.Treasury {
+			continue
+		}
+		k := key{id, t.TxHash, t.BlockHash}
+		if sums[k] == nil {
+			sums[k], first[k] = new(big.Int), t
+			order = append(order, k)
+		}
+		sums[k].Add(sums[k], t.Amount)
+	}
+	for _, k := range order {
+		t := first[k]
+		const q = `UPDATE payouts SET seen_tx_hash = $1, seen_block_number = $2, seen_block_hash = $3, seen_block_time = $4,
+			received = CASE WHEN seen_block_hash = $3 THEN received ELSE $5::numeric END
+			WHERE id = $6 AND (tx_hash = $1 OR $1 = ANY(prior_tx_hashes)) AND status IN ('sent', 'mined')
+			  AND (seen_block_hash IS DISTINCT FROM $3 OR received IS NULL)`
+		if _, err := r.cfg.Postgres.Exec(ctx, q, t.TxHash, int64(t.BlockNumber), t.BlockHash, t.BlockTime, sums[k].String(), k.id); err != nil {
+			return fmt.Errorf("recording execute %s of payout %d: %w", t.TxHash, k.id, err)
 		}
 	}
 	return nil

@@ -223,11 +223,14 @@ func (r *Reconciler) confirmPayout(ctx context.Context, id int64) error {
 			chainID, block    int64
 			token, to, txHash string
 			received, from    string
+			amount            string
+			runner            *string
 			blockTime         time.Time
 		}
-		err := tx.QueryRow(ctx, `SELECT kind, session_id, chain_id, token, to_address, seen_tx_hash, coalesce(from_address, ''), received::text, seen_block_number, seen_block_time
+		err := tx.QueryRow(ctx, `SELECT kind, session_id, chain_id, token, to_address, seen_tx_hash, coalesce(from_address, ''), received::text, seen_block_number, seen_block_time,
+			amount::text, runner_address
 			FROM payouts WHERE id = $1 AND status IN ('sent', 'mined') FOR UPDATE`, id).
-			Scan(&kind, &sessionID, &p.chainID, &p.token, &p.to, &p.txHash, &p.from, &p.received, &p.block, &p.blockTime)
+			Scan(&kind, &sessionID, &p.chainID, &p.token, &p.to, &p.txHash, &p.from, &p.received, &p.block, &p.blockTime, &p.amount, &p.runner)
 		if err == pgx.ErrNoRows {
 			return nil
 		}
@@ -253,6 +256,19 @@ func (r *Reconciler) confirmPayout(ctx context.Context, id int64) error {
 			TxHash: p.txHash, BlockNumber: uint64(p.block), Amount: received, EventTime: p.blockTime,
 		}); err != nil {
 			return err
+		}
+		// A call that took part of the amount: the runner sent the rest
+		// back to the treasury in the same transaction, where it is held
+		// for the payer like an overpayment.
+		if amount, _ := new(big.Int).SetString(p.amount, 10); p.runner != nil && amount != nil && received != nil && received.Cmp(amount) < 0 {
+			if err := recordLedger(ctx, tx, entry{
+				EntryID: "call_returned:" + sessionID, Kind: "exception", Reason: ReasonCallReturned, SessionID: sessionID, MerchantID: s.merchantID,
+				ChainID: uint64(p.chainID), Token: p.token, Symbol: tok.Symbol, Decimals: tok.Decimals, From: *p.runner, To: p.from,
+				TxHash: p.txHash, BlockNumber: uint64(p.block), Amount: new(big.Int).Sub(amount, received), EventTime: p.blockTime,
+			}); err != nil {
+				return err
+			}
+			r.metrics.exceptions.WithLabelValues(ReasonCallReturned).Inc()
 		}
 		to := session.Succeeded
 		if kind == "refund" {

@@ -69,6 +69,9 @@ type chainConfig struct {
 	// dev` deploys and fills it in). Without it, sessions with calldata
 	// cannot be delivered on this chain.
 	ExecutorAddress string `yaml:"executor_address"` // SETTLE_CHAIN_<ID>_EXECUTOR_ADDRESS
+	// CallGas is the gas a merchant call gets (and the most a hostile
+	// destination can burn per payout); 0 means 500,000.
+	CallGas uint64 `yaml:"call_gas"`
 	// Indexer settings; zero values take the indexer's defaults.
 	StartBlock    uint64 `yaml:"start_block"`
 	FinalityDepth uint64 `yaml:"finality_depth"`

@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/crypto"
 
+	"github.com/settle-dev/settle/delivery/evm"
 	"github.com/settle-dev/settle/internal/anvil"
 )
 
@@ -31,7 +33,8 @@ func startDevChains(ctx context.Context, cfg *fileConfig, dir string, treasury c
 			_ = n.Close()
 		}
 	}
-	for _, cc := range cfg.Chains {
+	for i := range cfg.Chains {
+		cc := &cfg.Chains[i]
 		if cc.Family != "evm" || cc.RPCURL == "" {
 			continue
 		}
@@ -60,9 +63,17 @@ func startDevChains(ctx context.Context, cfg *fileConfig, dir string, treasury c
 			return nil, fmt.Errorf("starting dev chain %s: %w", cc.Name, err)
 		}
 		nodes = append(nodes, n)
-		if err := deployDevTokens(ctx, n, cc, treasury, logger); err != nil {
+		if err := deployDevTokens(ctx, n, *cc, treasury, logger); err != nil {
 			closeAll()
 			return nil, fmt.Errorf("dev chain %s: %w", cc.Name, err)
+		}
+		if cc.ExecutorAddress == "" {
+			addr, err := deployDevExecutor(ctx, n, treasury, logger)
+			if err != nil {
+				closeAll()
+				return nil, fmt.Errorf("dev chain %s: %w", cc.Name, err)
+			}
+			cc.ExecutorAddress = addr.Hex()
 		}
 	}
 	return nodes, nil
@@ -113,4 +124,34 @@ func deployDevTokens(ctx context.Context, n *anvil.Node, cc chainConfig, treasur
 		}
 	}
 	return nil
+}
+
+// devExecutorDeployer deploys the dev chains' SettleExecutor at its nonce
+// 0, so the executor has the same address on every dev chain and across
+// restarts; no other dev tool uses this account.
+const devExecutorDeployer = 9
+
+// deployDevExecutor returns the dev chain's SettleExecutor for treasury,
+// deploying it on a fresh chain.
+func deployDevExecutor(ctx context.Context, n *anvil.Node, treasury common.Address, logger *slog.Logger) (common.Address, error) {
+	from := anvil.DevAddress(devExecutorDeployer)
+	want := crypto.CreateAddress(from, 0)
+	code, err := n.Client().CodeAt(ctx, want, nil)
+	if err != nil {
+		return common.Address{}, fmt.Errorf("checking the executor: %w", err)
+	}
+	if len(code) == 0 {
+		got, err := n.DeployCode(ctx, anvil.DevKeys[devExecutorDeployer], evm.DeployData(treasury))
+		if err != nil {
+			return common.Address{}, fmt.Errorf("deploying the executor: %w", err)
+		}
+		if got != want {
+			return common.Address{}, fmt.Errorf("executor deployed at %s, want %s (run `make dev-clean` to start the chains afresh)", got.Hex(), want.Hex())
+		}
+		logger.Info("deployed dev executor", "chain_id", n.ChainID(), "address", got.Hex())
+	}
+	if err := evm.Verify(ctx, n.Client(), want, treasury); err != nil {
+		return common.Address{}, fmt.Errorf("%w (run `make dev-clean` after changing contracts/SettleExecutor.sol)", err)
+	}
+	return want, nil
 }

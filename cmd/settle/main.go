@@ -25,6 +25,7 @@ Usage:
   settle api         [-config FILE]              serve the HTTP API (and /metrics)
   settle reconciler  [-config FILE]              attribute deposits, settle sessions, expire, write the ledger
   settle delivery    [-config FILE]              sign and send deliveries and refunds (needs the master seed)
+  settle delivery deploy -chain NAME [-config FILE]  deploy the treasury's SettleExecutor on a chain (prints its executor_address)
   settle indexer -chain NAME [-config FILE]      index one chain's token transfers into ClickHouse
   settle dev         [-config FILE]              run everything locally with a demo merchant
   settle dev pay [-chain NAME] SESSION_ID AMOUNT send a dev payer's deposit and follow the session
@@ -71,7 +72,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "indexer":
 		return cmdIndexer(ctx, args, stderr)
 	case "delivery":
-		return cmdDelivery(ctx, args, stderr)
+		return cmdDelivery(ctx, args, stdout, stderr)
 	case "dev":
 		return cmdDev(ctx, args, stdout, stderr)
 	case "dev pay":

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"encoding/hex"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -60,29 +61,42 @@ func reconcilerGroup(ctx context.Context, g *errgroup.Group, cfg *fileConfig, pg
 
 // deliveryGroup adds the payout executor to g.
 func deliveryGroup(ctx context.Context, g *errgroup.Group, cfg *fileConfig, pg *pgxpool.Pool, key *ecdsa.PrivateKey, logger *slog.Logger, reg prometheus.Registerer) error {
+	ex, err := newDeliveryExecutor(ctx, cfg, pg, key, logger, reg)
+	if err != nil {
+		return err
+	}
+	g.Go(func() error { return ex.Run(ctx) })
+	return nil
+}
+
+// newDeliveryExecutor builds the payout executor for every EVM chain of
+// cfg that has an rpc_url.
+func newDeliveryExecutor(ctx context.Context, cfg *fileConfig, pg *pgxpool.Pool, key *ecdsa.PrivateKey, logger *slog.Logger, reg prometheus.Registerer) (*payout.Executor, error) {
 	clients := map[uint64]payout.ChainClient{}
 	finality := map[uint64]payout.Finality{}
 	tokens := map[uint64][]payout.Token{}
+	executors := map[uint64]common.Address{}
+	callGas := map[uint64]uint64{}
 	for _, c := range cfg.Chains {
 		if c.Family != "evm" || c.RPCURL == "" {
 			continue
 		}
 		cl, err := ethclient.DialContext(ctx, c.RPCURL)
 		if err != nil {
-			return fmt.Errorf("chain %s: %w", c.Name, err)
+			return nil, fmt.Errorf("chain %s: %w", c.Name, err)
 		}
 		clients[c.ID] = cl
+		if c.ExecutorAddress != "" {
+			executors[c.ID] = common.HexToAddress(c.ExecutorAddress) // registry() checked it
+		}
+		callGas[c.ID] = c.CallGas
 		finality[c.ID] = payout.Finality{Depth: c.FinalityDepth, Tag: c.Finality == "finalized"}
 		for _, t := range c.Tokens {
 			tokens[c.ID] = append(tokens[c.ID], payout.Token{Address: common.HexToAddress(t.Address), Symbol: t.Symbol, Decimals: t.Decimals})
 		}
 	}
-	ex, err := payout.New(payout.Config{Postgres: pg, Chains: clients, Finality: finality, Tokens: tokens, Treasury: key, Logger: logger, Registerer: reg})
-	if err != nil {
-		return err
-	}
-	g.Go(func() error { return ex.Run(ctx) })
-	return nil
+	return payout.New(payout.Config{Postgres: pg, Chains: clients, Finality: finality, Tokens: tokens, Executors: executors, CallGas: callGas,
+		Treasury: key, Logger: logger, Registerer: reg})
 }
 
 // masterSeed reads the master seed from SETTLE_MASTER_SEED (hex) or the
@@ -127,7 +141,10 @@ func treasuryKey(cfg *fileConfig) (*ecdsa.PrivateKey, error) {
 	return key, nil
 }
 
-func cmdDelivery(ctx context.Context, args []string, stderr io.Writer) error {
+func cmdDelivery(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "deploy" {
+		return cmdDeliveryDeploy(ctx, args[1:], stdout, stderr)
+	}
 	cfg, err := commonFlags("delivery", args, stderr, false, nil)
 	if err != nil {
 		return err
@@ -148,4 +165,48 @@ func cmdDelivery(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	g.Go(func() error { return serveMetrics(gctx, cfg.Delivery.MetricsListen, reg, d.logger) })
 	return g.Wait()
+}
+
+// cmdDeliveryDeploy deploys the treasury's SettleExecutor on one chain and
+// prints the executor_address line for its config.
+func cmdDeliveryDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var chainName string
+	cfg, err := commonFlags("delivery deploy", args, stderr, false, func(fs *flag.FlagSet) {
+		fs.StringVar(&chainName, "chain", "", "chain name or id to deploy the executor on")
+	})
+	if err != nil {
+		return err
+	}
+	cc, err := cfg.chain(chainName)
+	if err != nil {
+		return err
+	}
+	if cc.RPCURL == "" {
+		return fmt.Errorf("chain %s has no rpc_url", cc.Name)
+	}
+	key, err := treasuryKey(cfg)
+	if err != nil {
+		return err
+	}
+	d, err := openDeps(ctx, cfg, stderr, false)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	// Only the chain deployed to: another chain's executor setting may be
+	// what is being fixed.
+	one := *cfg
+	one.Chains = []chainConfig{*cc}
+	one.Chains[0].ExecutorAddress = ""
+	ex, err := newDeliveryExecutor(ctx, &one, d.pg, key, d.logger, nil)
+	if err != nil {
+		return err
+	}
+	addr, err := ex.DeployExecutor(ctx, cc.ID)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "SettleExecutor deployed and verified on %s (chain %d), owned by treasury %s.\nAdd to that chain in the config:\n  executor_address: \"%s\"\n",
+		cc.Name, cc.ID, ex.Address().Hex(), addr.Hex())
+	return nil
 }

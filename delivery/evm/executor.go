@@ -106,12 +106,12 @@ func mustLoad() *compiled {
 // to it.
 type Call struct {
 	// Key is the CREATE2 salt, unique per payout (see PayoutKey).
-	Key      common.Hash
-	Token    common.Address
-	Amount   *big.Int
-	Target   common.Address
-	Data     []byte
-	CallGas  uint64
+	Key     common.Hash
+	Token   common.Address
+	Amount  *big.Int
+	Target  common.Address
+	Data    []byte
+	CallGas uint64
 }
 
 // DeployData is the creation transaction's data of an executor owned by

@@ -75,7 +75,7 @@ func TestAttacks(t *testing.T) {
 		{name: "token transfer for more than the payout (the issue's drain)", target: f.token,
 			data: transferData(thief, big.NewInt(500_000_000_000)), status: "reverted", reason: "insufficient balance"},
 		{name: "token transfer of the treasury's funds with transferFrom", target: f.token,
-			data: concat(selector("transferFrom(address,address,uint256)"), addressWord(f.treasury), addressWord(thief), uintWord(big.NewInt(amount))),
+			data:   concat(selector("transferFrom(address,address,uint256)"), addressWord(f.treasury), addressWord(thief), uintWord(big.NewInt(amount))),
 			status: "reverted", reason: "allowance"},
 		{name: "approve of an attacker", target: f.token, data: approveData(thief, max), status: "reverted", reason: "took nothing",
 			between: nil},

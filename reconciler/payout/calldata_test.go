@@ -127,3 +127,44 @@ func TestCalldataPayouts(t *testing.T) {
 		}
 	}
 }
+
+// settle delivery deploy: the treasury deploys its executor with a nonce
+// from treasury_nonces, so payouts signed afterwards do not collide with
+// it, and the executor it gets is verified and pays calls.
+func TestDeployExecutor(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	merchant, err := f.node.DeployTestMerchant(f.ctx, anvil.DevKeys[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bare, _ := f.executor(func(c *Config) { c.Executors = nil })
+	addr, err := bare.DeployExecutor(f.ctx, f.node.ChainID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if addr == f.executorAddr || f.storedNonce() != 1 || f.chainNonce() != 1 {
+		t.Fatalf("deployed at %s, stored nonce %d, chain nonce %d; want a new executor at treasury nonce 0", addr, f.storedNonce(), f.chainNonce())
+	}
+	e, _ := f.executor(func(c *Config) { c.Executors = map[uint64]common.Address{f.node.ChainID(): addr} })
+	deposit, err := anvil.MerchantDepositCalldata(f.token, big.NewInt(3_000_000), [32]byte{3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := f.addPayout(merchant, 3_000_000, deposit)
+	f.runUntil(e, 20*time.Second, f.status(id))
+	if p := f.payout(id); p.Status != "mined" || *p.FundNonce != 1 {
+		t.Fatalf("payout through the deployed executor: %+v", p)
+	}
+	if got := f.balance(merchant); got.Int64() != 3_000_000 {
+		t.Errorf("merchant holds %s, want 3000000", got)
+	}
+
+	// Without an executor a call payout waits for an operator; it is not
+	// refunded (the merchant did nothing wrong) and nothing is signed.
+	id2 := f.addPayout(merchant, 1_000_000, deposit)
+	f.runUntil(bare, 10*time.Second, func() bool { return f.payout(id2).Status == "needs_attention" })
+	if p := f.payout(id2); p.FundHash != nil || p.Error == nil || !strings.Contains(*p.Error, "no executor_address") {
+		t.Errorf("call payout without an executor: %+v error %s", p, deref(p.Error))
+	}
+}

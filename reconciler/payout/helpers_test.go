@@ -162,10 +162,10 @@ type payoutRow struct {
 	RawTx, FundRaw   []byte
 	Prior            []string
 	ReceiptBlock     *int64
-	ReceiptHash               *string
-	ReceiptFinal              bool
-	Error                     *string
-	SentAt                    *time.Time
+	ReceiptHash      *string
+	ReceiptFinal     bool
+	Error            *string
+	SentAt           *time.Time
 }
 
 func (f *fixture) payout(id int64) payoutRow {

@@ -1,0 +1,82 @@
+package e2e
+
+import (
+	"context"
+	"math/big"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/crypto"
+
+	"github.com/settle-dev/settle/internal/anvil"
+)
+
+// Issue 7's drain through the whole stack: a session whose destination is
+// the USDC contract itself with calldata transfer(0x…dead, 500000e6) and
+// no amount, paid 0.000001 USDC. The runner holds 1 unit, so the transfer
+// reverts inside it; the session bounces with exactly that unit refunded,
+// and the treasury loses nothing else. A call that takes part of the
+// amount succeeds with what it took; the rest is back in the treasury and
+// on the ledger as a call_returned exception.
+func TestHostileCalldataThroughTheStack(t *testing.T) {
+	s := newStack(t, options{})
+	ctx := context.Background()
+	treasury := crypto.PubkeyToAddress(s.treasury.PublicKey)
+	dead := common.HexToAddress("0x000000000000000000000000000000000000dEaD")
+	drain, err := anvil.TransferCalldata(dead, big.NewInt(500_000_000_000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	thief := anvil.DevAddress(6)
+	attacker, err := s.b.DeployTestAttacker(ctx, anvil.DevKeys[0], thief)
+	if err != nil {
+		t.Fatal(err)
+	}
+	part, err := anvil.AttackerCalldata("takePart", s.usdcB, big.NewInt(2_000_000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	treasuryB := s.balance(s.b, s.usdcB, treasury)
+
+	drainDest := evmDest(chainB, s.usdcB, s.usdcB, "")
+	drainDest["calldata"] = "0x" + common.Bytes2Hex(drain)
+	payer := anvil.DevAddress(payerKey)
+	idDrain, _, recvDrain := s.session(drainDest, nil)
+	partDest := evmDest(chainB, s.usdcB, attacker, "5")
+	partDest["calldata"] = "0x" + common.Bytes2Hex(part)
+	idPart, _, recvPart := s.session(partDest, nil)
+	payerBefore := s.balance(s.a, s.usdcA, payer)
+	s.pay(s.a, s.usdcA, recvDrain, 1)
+	s.pay(s.a, s.usdcA, recvPart, 5_000_000)
+
+	sess := s.waitStatus(idDrain, "bounced", 90*time.Second)
+	if got := s.balance(s.b, s.usdcB, dead); got.Sign() != 0 {
+		t.Errorf("0x…dead holds %s units", got)
+	}
+	delivery := sess["destination"].(map[string]any)["delivery"].(map[string]any)
+	if delivery["receivedUnits"] != "0.000001" {
+		t.Errorf("refund %v, want 0.000001", delivery)
+	}
+	sess = s.waitStatus(idPart, "succeeded", 90*time.Second)
+	delivery = sess["destination"].(map[string]any)["delivery"].(map[string]any)
+	if delivery["receivedUnits"] != "2" {
+		t.Errorf("partial delivery %v, want receivedUnits 2", delivery)
+	}
+	if got := s.balance(s.b, s.usdcB, thief); got.Int64() != 2_000_000 {
+		t.Errorf("the destination took %s, want 2000000", got)
+	}
+	// Chain B's treasury paid out only what the partial call took.
+	if lost := new(big.Int).Sub(treasuryB, s.balance(s.b, s.usdcB, treasury)); lost.Int64() != 2_000_000 {
+		t.Errorf("treasury on chain B lost %s, want 2000000", lost)
+	}
+	// The payer got the drain session's unit back on chain A.
+	if got := new(big.Int).Sub(payerBefore, s.balance(s.a, s.usdcA, payer)); got.Int64() != 5_000_000 {
+		t.Errorf("payer is down %s on chain A, want 5000000 (the drain's 1 unit refunded)", got)
+	}
+	want := []string{"delivery 2000000", "deposit 5000000", "exception call_returned 3000000"}
+	if got := s.ledger(idPart, len(want)); !slices.Equal(got, want) {
+		t.Errorf("ledger of the partial session %q, want %q", got, want)
+	}
+}

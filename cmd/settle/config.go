@@ -72,6 +72,10 @@ type chainConfig struct {
 	// CallGas is the gas a merchant call gets (and the most a hostile
 	// destination can burn per payout); 0 means 500,000.
 	CallGas uint64 `yaml:"call_gas"`
+	// MaxFeeGwei is the fee ceiling of every delivery transaction (the
+	// EIP-1559 fee cap, in gwei); 0 means 200. A payout stuck at it needs
+	// attention instead of being bumped further.
+	MaxFeeGwei uint64 `yaml:"max_fee_gwei"`
 	// Indexer settings; zero values take the indexer's defaults.
 	StartBlock    uint64 `yaml:"start_block"`
 	FinalityDepth uint64 `yaml:"finality_depth"`

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"os"
 	"strings"
 
@@ -77,6 +78,7 @@ func newDeliveryExecutor(ctx context.Context, cfg *fileConfig, pg *pgxpool.Pool,
 	tokens := map[uint64][]payout.Token{}
 	executors := map[uint64]common.Address{}
 	callGas := map[uint64]uint64{}
+	maxFee := map[uint64]*big.Int{}
 	for _, c := range cfg.Chains {
 		if c.Family != "evm" || c.RPCURL == "" {
 			continue
@@ -90,12 +92,15 @@ func newDeliveryExecutor(ctx context.Context, cfg *fileConfig, pg *pgxpool.Pool,
 			executors[c.ID] = common.HexToAddress(c.ExecutorAddress) // registry() checked it
 		}
 		callGas[c.ID] = c.CallGas
+		if c.MaxFeeGwei > 0 {
+			maxFee[c.ID] = new(big.Int).Mul(new(big.Int).SetUint64(c.MaxFeeGwei), big.NewInt(1_000_000_000))
+		}
 		finality[c.ID] = payout.Finality{Depth: c.FinalityDepth, Tag: c.Finality == "finalized"}
 		for _, t := range c.Tokens {
 			tokens[c.ID] = append(tokens[c.ID], payout.Token{Address: common.HexToAddress(t.Address), Symbol: t.Symbol, Decimals: t.Decimals})
 		}
 	}
-	return payout.New(payout.Config{Postgres: pg, Chains: clients, Finality: finality, Tokens: tokens, Executors: executors, CallGas: callGas,
+	return payout.New(payout.Config{Postgres: pg, Chains: clients, Finality: finality, Tokens: tokens, Executors: executors, CallGas: callGas, MaxFeePerGas: maxFee,
 		Treasury: key, Logger: logger, Registerer: reg})
 }
 

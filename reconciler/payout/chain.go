@@ -57,6 +57,9 @@ type chain struct {
 	// call gets.
 	executor *common.Address
 	callGas  uint64
+	// maxFee is the ceiling of a transaction's fee cap (wei per gas): no
+	// signing or bump goes above it.
+	maxFee *big.Int
 	// finalTTL is how long a read of the final block is reused, so a pass
 	// over many payouts asks the node once.
 	finalTTL time.Duration
@@ -157,7 +160,29 @@ func (c *chain) currentFees(ctx context.Context) (fees, error) {
 	if head.BaseFee == nil {
 		return fees{}, fmt.Errorf("chain %d has no base fee: EIP-1559 transactions are not supported", c.id)
 	}
-	return fees{tip: tip, cap: new(big.Int).Add(tip, new(big.Int).Lsh(head.BaseFee, 1))}, nil
+	return c.clamp(fees{tip: tip, cap: new(big.Int).Add(tip, new(big.Int).Lsh(head.BaseFee, 1))}), nil
+}
+
+// clamp caps f at the chain's fee ceiling (the tip never above the cap).
+func (c *chain) clamp(f fees) fees {
+	if c.maxFee == nil || f.cap.Cmp(c.maxFee) <= 0 {
+		return f
+	}
+	out := fees{tip: f.tip, cap: new(big.Int).Set(c.maxFee)}
+	if out.tip.Cmp(out.cap) > 0 {
+		out.tip = new(big.Int).Set(out.cap)
+	}
+	return out
+}
+
+// replaces reports whether f is enough above old for nodes to take it as
+// a replacement: 10% more in both tip and cap (geth's price bump).
+func replaces(f, old fees) bool {
+	need := func(x *big.Int) *big.Int {
+		r := new(big.Int).Mul(x, big.NewInt(110))
+		return r.Add(r, big.NewInt(99)).Div(r, big.NewInt(100))
+	}
+	return f.tip.Cmp(need(old.tip)) >= 0 && f.cap.Cmp(need(old.cap)) >= 0 && f.cap.Cmp(old.cap) > 0
 }
 
 // bumpFees raises old by at least 25% in both tip and cap (more than the

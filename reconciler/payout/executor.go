@@ -58,6 +58,14 @@ type Config struct {
 	// most gas a hostile destination can burn per payout; default
 	// evm.DefaultCallGas.
 	CallGas map[uint64]uint64
+	// MaxFeePerGas per chain id is the ceiling of every transaction's fee
+	// cap in wei; default DefaultMaxFeePerGas. A transaction stuck at the
+	// ceiling needs attention instead of being bumped without end.
+	MaxFeePerGas map[uint64]*big.Int
+	// StuckAfter is how long a payout may keep failing before it needs
+	// attention (a failing gas estimate, a treasury out of gas or
+	// tokens); default 10m.
+	StuckAfter time.Duration
 	// Tokens are the tokens per chain whose treasury balance is exported.
 	Tokens map[uint64][]Token
 	// Treasury signs every payout: one key, the same address on every EVM
@@ -81,6 +89,11 @@ type Config struct {
 	// per payout, so it must not crowd out new payouts.
 	WatchEvery time.Duration
 }
+
+// DefaultMaxFeePerGas is the fee ceiling of a chain without one: 200 gwei,
+// above what Ethereum mainnet pays outside its worst minutes and far above
+// any L2.
+var DefaultMaxFeePerGas = big.NewInt(200_000_000_000)
 
 // Executor signs, stores, broadcasts and follows payout transactions. Any
 // number of executors may share a database: they never work on the same
@@ -119,8 +132,9 @@ func New(cfg Config) (*Executor, error) {
 	cfg.RebroadcastAfter = cmp.Or(cfg.RebroadcastAfter, 15*time.Second)
 	cfg.BumpAfter = cmp.Or(cfg.BumpAfter, 2*time.Minute)
 	cfg.WatchEvery = cmp.Or(cfg.WatchEvery, 2*time.Second)
-	if cfg.Interval < 0 || cfg.RebroadcastAfter < 0 || cfg.BumpAfter < 0 || cfg.WatchEvery < 0 {
-		return nil, errors.New("payout: Interval, RebroadcastAfter, BumpAfter and WatchEvery must not be negative")
+	cfg.StuckAfter = cmp.Or(cfg.StuckAfter, 10*time.Minute)
+	if cfg.Interval < 0 || cfg.RebroadcastAfter < 0 || cfg.BumpAfter < 0 || cfg.WatchEvery < 0 || cfg.StuckAfter < 0 {
+		return nil, errors.New("payout: Interval, RebroadcastAfter, BumpAfter, WatchEvery and StuckAfter must not be negative")
 	}
 	chains := make(map[uint64]*chain, len(cfg.Chains))
 	for id, c := range cfg.Chains {
@@ -140,6 +154,13 @@ func New(cfg Config) (*Executor, error) {
 		}
 		if g := cfg.CallGas[id]; g > 0 {
 			ch.callGas = g
+		}
+		ch.maxFee = DefaultMaxFeePerGas
+		if m := cfg.MaxFeePerGas[id]; m != nil {
+			if m.Sign() <= 0 {
+				return nil, fmt.Errorf("payout: chain %d: max fee per gas must be positive", id)
+			}
+			ch.maxFee = m
 		}
 		chains[id] = ch
 	}
@@ -263,6 +284,7 @@ func (e *Executor) RunOnce(ctx context.Context) (Result, error) {
 		ids = append(ids, int64(id))
 	}
 	e.updateBalances(ctx)
+	e.updateAttention(ctx)
 	if len(ids) == 0 {
 		return res, nil
 	}

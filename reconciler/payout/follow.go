@@ -3,12 +3,24 @@ package payout
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 
 	"github.com/settle-dev/settle/delivery/evm"
 )
+
+// attentionSent parks a payout whose signed main transaction is still in
+// flight: the executor keeps following it (it may still be mined) and
+// signs nothing new for it.
+func (w *work) attentionSent(ctx context.Context, reason string) error {
+	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET status = 'needs_attention', attention_sent = true, error = $2 WHERE id = $1`, w.p.id, reason); err != nil {
+		return fmt.Errorf("moving payout %d to needs_attention: %w", w.p.id, err)
+	}
+	w.events = append(w.events, event{outcome: outcomeAttention, step: w.step(), attrs: []any{"reason", reason}})
+	return nil
+}
 
 // follow advances a sent payout: its receipt decides mined or reverted;
 // without one the stored bytes are re-broadcast, and after BumpAfter they
@@ -51,7 +63,7 @@ func (w *work) follow(ctx context.Context) error {
 			}
 		}
 	}
-	if p.sentAge >= w.e.cfg.BumpAfter {
+	if p.sentAge >= w.e.cfg.BumpAfter && p.status == "sent" {
 		return w.bump(ctx, hashes)
 	}
 	return w.rebroadcast(w.step(), p.rawTx, hashes)
@@ -84,6 +96,12 @@ func (w *work) watch(ctx context.Context) (bool, error) {
 			p.receiptFinal = true
 			w.events = append(w.events, event{outcome: outcomeFinal, step: w.step(), hash: common.HexToHash(*p.txHash),
 				attrs: []any{"status", p.status, "block", *p.receiptBlock}})
+			if p.status == "reverted" && p.kind == "refund" {
+				// A delivery that reverts is refunded; a refund that
+				// reverts (a blacklisted or refusing recipient, a paused
+				// token) has nothing after it: a person decides.
+				return true, w.attention(ctx, fmt.Sprintf("refund transfer %s reverted (final): %s", *p.txHash, p.errMsg))
+			}
 			return false, nil
 		}
 	}
@@ -152,7 +170,7 @@ func (w *work) settle(ctx context.Context, r *types.Receipt, mined common.Hash, 
 		}
 	}
 	if r.Status == types.ReceiptStatusSuccessful && failed == "" {
-		if _, err := w.tx.Exec(ctx, `UPDATE payouts SET status = 'mined', tx_hash = $2, prior_tx_hashes = $3, error = NULL,
+		if _, err := w.tx.Exec(ctx, `UPDATE payouts SET status = 'mined', tx_hash = $2, prior_tx_hashes = $3, error = NULL, attention_sent = false,
 			receipt_block_number = $4, receipt_block_hash = $5, receipt_final = false WHERE id = $1`,
 			p.id, mined.Hex(), others, r.BlockNumber.Int64(), r.BlockHash.Hex()); err != nil {
 			return fmt.Errorf("marking payout mined: %w", err)
@@ -167,7 +185,7 @@ func (w *work) settle(ctx context.Context, r *types.Receipt, mined common.Hash, 
 		tx, _ := decodeTx(p.rawTx)
 		reason = w.c.revertReason(ctx, tx, w.e.from, r)
 	}
-	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET status = 'reverted', tx_hash = $2, prior_tx_hashes = $3, error = $4,
+	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET status = 'reverted', tx_hash = $2, prior_tx_hashes = $3, error = $4, attention_sent = false,
 		receipt_block_number = $5, receipt_block_hash = $6, receipt_final = false WHERE id = $1`,
 		p.id, mined.Hex(), others, reason, r.BlockNumber.Int64(), r.BlockHash.Hex()); err != nil {
 		return fmt.Errorf("marking payout reverted: %w", err)
@@ -192,7 +210,19 @@ func (w *work) bump(ctx context.Context, hashes []common.Hash) error {
 	if err != nil {
 		return err
 	}
-	f := bumpFees(fees{tip: old.GasTipCap(), cap: old.GasFeeCap()}, now)
+	prev := fees{tip: old.GasTipCap(), cap: old.GasFeeCap()}
+	f, ok := w.c.clamp(bumpFees(prev, now)), true
+	if !replaces(f, prev) {
+		ok = false
+	}
+	if !ok {
+		// Nodes take a replacement only at 10% more in tip and cap; at
+		// the ceiling there is none to make. The signed transaction stays
+		// in flight and followed; a person decides (raise max_fee_gwei and
+		// retry, or wait for fees to fall).
+		return w.attentionSent(ctx, fmt.Sprintf("unmined for %s at fee cap %s wei (tip %s); the chain's fee ceiling %s wei allows no replacement: nonce %d blocks later payouts",
+			p.sentAge.Round(time.Second), prev.cap, prev.tip, w.c.maxFee, old.Nonce()))
+	}
 	tx, err := w.e.signTx(w.c, old.Nonce(), *old.To(), old.Data(), old.Gas(), f)
 	if err != nil {
 		return err

@@ -75,8 +75,16 @@ func (e *Executor) process(parent context.Context, id int64, seen map[common.Has
 		// Its own deadline: the step's may be what ran out.
 		rctx, rcancel := context.WithTimeout(parent, 5*time.Second)
 		defer rcancel()
-		if err := recordError(rctx, e.pg, id, err.Error()); err != nil {
-			e.logger.WarnContext(parent, "recording payout error failed", "payout_id", id, "err", err)
+		moved, rerr := recordError(rctx, e.pg, id, err.Error(), e.cfg.StuckAfter)
+		if rerr != nil {
+			e.logger.WarnContext(parent, "recording payout error failed", "payout_id", id, "err", rerr)
+		}
+		if moved {
+			res.Attention++
+			if p != nil {
+				e.metrics.count(p.kind, outcomeAttention)
+			}
+			e.logger.ErrorContext(parent, "payout failing for longer than StuckAfter; needs attention", append(attrs, "stuck_after", e.cfg.StuckAfter)...)
 		}
 		return res
 	}
@@ -124,7 +132,9 @@ func (e *Executor) process(parent context.Context, id int64, seen map[common.Has
 func (w *work) run(ctx context.Context) error {
 	p := w.p
 	switch {
-	case p.status == "sent":
+	case p.status == "sent" || p.status == "needs_attention":
+		// needs_attention is claimed only with a transaction in flight
+		// (attention_sent): follow it, never bump or re-sign.
 		return w.follow(ctx)
 	case p.status == "mined" || p.status == "reverted" || p.status == "confirmed":
 		if p.status != "confirmed" && !p.receiptFinal && w.e.watchDue(p.id, true) {

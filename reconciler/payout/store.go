@@ -16,15 +16,17 @@ import (
 
 // openCondition selects the payouts the executor still has work on:
 // pending (to sign or fund), sent (to follow), and mined or reverted ones
-// whose receipt is not final yet (to watch for a reorg).
-const openCondition = `(status IN ('pending', 'sent') OR (status IN ('mined', 'reverted') AND NOT receipt_final))`
+// whose receipt is not final yet (to watch for a reorg), and payouts that
+// need attention but have a signed transaction in flight (to follow it).
+const openCondition = `(status IN ('pending', 'sent') OR (status IN ('mined', 'reverted') AND NOT receipt_final)
+	OR (status = 'needs_attention' AND attention_sent))`
 
 // listBatch bounds the payouts one pass looks at.
 const listBatch = 1000
 
 // activeCondition is the part of openCondition with work on every pass;
 // the rest of the open payouts are only watched until final.
-const activeCondition = `(status IN ('pending', 'sent'))`
+const activeCondition = `(status IN ('pending', 'sent') OR (status = 'needs_attention' AND attention_sent))`
 
 // openPayout is a payout listOpen found.
 type openPayout struct {
@@ -83,6 +85,11 @@ type row struct {
 	receiptBlock *int64
 	receiptHash  *string
 	receiptFinal bool
+	// attentionSent: needs attention, with the main transaction signed
+	// and in flight (followed, never bumped).
+	attentionSent bool
+	// errMsg is the stored error (the revert reason of a reverted one).
+	errMsg string
 	// sentAge is how long ago the current signing was stored, by the
 	// database clock, so executors on different hosts agree.
 	sentAge time.Duration
@@ -96,7 +103,7 @@ var errNotClaimed = errors.New("payout not claimed")
 func claim(ctx context.Context, tx pgx.Tx, id int64) (*row, error) {
 	const q = `SELECT id, session_id, kind, chain_id, token, to_address, amount::text, calldata, status,
 		runner_address, coalesce(call_gas, 0), fund_nonce, fund_tx_hash, fund_raw_tx, nonce, tx_hash, raw_tx, prior_tx_hashes,
-		receipt_block_number, receipt_block_hash, receipt_final,
+		receipt_block_number, receipt_block_hash, receipt_final, attention_sent, coalesce(error, ''),
 		coalesce(extract(epoch FROM now() - sent_at), 0)::float8
 		FROM payouts WHERE id = $1 AND ` + openCondition + ` FOR UPDATE SKIP LOCKED`
 	var (
@@ -109,7 +116,7 @@ func claim(ctx context.Context, tx pgx.Tx, id int64) (*row, error) {
 	)
 	err := tx.QueryRow(ctx, q, id).Scan(&p.id, &p.sessionID, &p.kind, &chainID, &token, &to, &amount, &calldata, &p.status,
 		&runner, &callGas, &p.fundNonce, &p.fundHash, &p.fundRaw, &p.nonce, &p.txHash, &p.rawTx, &p.prior,
-		&p.receiptBlock, &p.receiptHash, &p.receiptFinal, &age)
+		&p.receiptBlock, &p.receiptHash, &p.receiptFinal, &p.attentionSent, &p.errMsg, &age)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, errNotClaimed
 	}
@@ -157,14 +164,23 @@ func claim(ctx context.Context, tx pgx.Tx, id int64) (*row, error) {
 func (p *row) hasCalldata() bool { return p.calldata != nil }
 
 // recordError stores why the last attempt on payout id failed, without
-// waiting for a lock another executor holds (it will record its own).
-func recordError(ctx context.Context, pg *pgxpool.Pool, id int64, msg string) error {
-	_, err := pg.Exec(ctx, `UPDATE payouts SET error = $2
-		WHERE id = (SELECT id FROM payouts WHERE id = $1 FOR UPDATE SKIP LOCKED)`, id, msg)
-	if err != nil {
-		return fmt.Errorf("recording error of payout %d: %w", id, err)
+// waiting for a lock another executor holds (it will record its own). A
+// pending payout (nothing signed in flight) that has failed for longer
+// than stuckAfter moves to needs_attention: a gas estimate that keeps
+// failing, a treasury out of gas or tokens. It reports whether it did.
+func recordError(ctx context.Context, pg *pgxpool.Pool, id int64, msg string, stuckAfter time.Duration) (bool, error) {
+	var moved bool
+	err := pg.QueryRow(ctx, `UPDATE payouts SET error = $2, failing_since = coalesce(failing_since, now()),
+		status = CASE WHEN status = 'pending' AND failing_since < now() - make_interval(secs => $3) THEN 'needs_attention' ELSE status END
+		WHERE id = (SELECT id FROM payouts WHERE id = $1 FOR UPDATE SKIP LOCKED)
+		RETURNING status = 'needs_attention'`, id, msg, stuckAfter.Seconds()).Scan(&moved)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
 	}
-	return nil
+	if err != nil {
+		return false, fmt.Errorf("recording error of payout %d: %w", id, err)
+	}
+	return moved, nil
 }
 
 func hexAddr(a common.Address) string { return strings.ToLower(a.Hex()) }

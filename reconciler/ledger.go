@@ -12,7 +12,7 @@ import (
 // entry is one ledger line: a decision about one transfer or payout.
 type entry struct {
 	EntryID     string
-	Kind        string // deposit, exception, unapply, delivery, refund
+	Kind        string // deposit, exception, unapply, delivery, refund (operator: see payout.Retry)
 	Reason      string
 	SessionID   string
 	MerchantID  string
@@ -46,10 +46,12 @@ func recordLedger(ctx context.Context, tx pgx.Tx, e entry) error {
 // CopyLedger copies ledger entries not yet in ClickHouse, oldest first,
 // and reports whether more are waiting. Postgres marks an entry copied only
 // after ClickHouse accepted it; a repeated copy collapses on entry_id.
+// Operator actions (kind operator) go to ledger_operator: ClickHouse 18.16
+// cannot add a kind to ledger, whose partition key it is.
 func (r *Reconciler) CopyLedger(ctx context.Context) (bool, error) {
 	const limit = 5000
 	const q = `SELECT id, entry_id, kind, reason, session_id, merchant_id, chain_id, token, symbol, decimals,
-		from_address, to_address, tx_hash, log_index, block_number, amount::text, event_time, recorded_at
+		from_address, to_address, tx_hash, log_index, block_number, amount::text, event_time, recorded_at, operator, note
 		FROM ledger_entries WHERE copied_at IS NULL ORDER BY id LIMIT $1`
 	rows, err := r.cfg.Postgres.Query(ctx, q, limit)
 	if err != nil {
@@ -64,12 +66,13 @@ func (r *Reconciler) CopyLedger(ctx context.Context) (bool, error) {
 		logIndex                                                int32
 		block                                                   int64
 		eventTime, recordedAt                                   time.Time
+		operator, note                                          string
 	}
 	var list []row
 	for rows.Next() {
 		var x row
 		if err := rows.Scan(&x.id, &x.entryID, &x.kind, &x.reason, &x.session, &x.merchant, &x.chainID, &x.token, &x.symbol, &x.decimals,
-			&x.from, &x.to, &x.tx, &x.logIndex, &x.block, &x.amount, &x.eventTime, &x.recordedAt); err != nil {
+			&x.from, &x.to, &x.tx, &x.logIndex, &x.block, &x.amount, &x.eventTime, &x.recordedAt, &x.operator, &x.note); err != nil {
 			rows.Close()
 			return false, fmt.Errorf("reading ledger entries: %w", err)
 		}
@@ -79,22 +82,53 @@ func (r *Reconciler) CopyLedger(ctx context.Context) (bool, error) {
 	if err := rows.Err(); err != nil || len(list) == 0 {
 		return false, err
 	}
-	batch, err := r.cfg.ClickHouse.PrepareBatch(ctx, `INSERT INTO ledger (entry_id, kind, reason, session_id, merchant_id, chain_id,
-		token, symbol, decimals, from_address, to_address, tx_hash, log_index, block_number, amount_raw, event_time, recorded_at)`)
-	if err != nil {
-		return false, fmt.Errorf("preparing ledger copy: %w", err)
+	var decisions, actions []row
+	for _, x := range list {
+		if x.kind == "operator" {
+			actions = append(actions, x)
+		} else {
+			decisions = append(decisions, x)
+		}
 	}
-	defer batch.Abort()
+	if len(decisions) > 0 {
+		batch, err := r.cfg.ClickHouse.PrepareBatch(ctx, `INSERT INTO ledger (entry_id, kind, reason, session_id, merchant_id, chain_id,
+			token, symbol, decimals, from_address, to_address, tx_hash, log_index, block_number, amount_raw, event_time, recorded_at)`)
+		if err != nil {
+			return false, fmt.Errorf("preparing ledger copy: %w", err)
+		}
+		defer batch.Abort()
+		for _, x := range decisions {
+			if err := batch.Append(x.entryID, x.kind, x.reason, x.session, x.merchant, uint64(x.chainID), x.token, x.symbol,
+				uint8(x.decimals), x.from, x.to, x.tx, uint32(x.logIndex), uint64(x.block), x.amount, x.eventTime, x.recordedAt); err != nil {
+				return false, fmt.Errorf("appending ledger entry %s: %w", x.entryID, err)
+			}
+		}
+		if err := batch.Send(); err != nil {
+			return false, fmt.Errorf("copying %d ledger entries: %w", len(decisions), err)
+		}
+	}
+	if len(actions) > 0 {
+		batch, err := r.cfg.ClickHouse.PrepareBatch(ctx, `INSERT INTO ledger_operator (entry_id, reason, session_id, merchant_id, chain_id,
+			token, symbol, decimals, from_address, to_address, tx_hash, operator, note, event_time, recorded_at)`)
+		if err != nil {
+			return false, fmt.Errorf("preparing operator ledger copy: %w", err)
+		}
+		defer batch.Abort()
+		for _, x := range actions {
+			if err := batch.Append(x.entryID, x.reason, x.session, x.merchant, uint64(x.chainID), x.token, x.symbol,
+				uint8(x.decimals), x.from, x.to, x.tx, x.operator, x.note, x.eventTime, x.recordedAt); err != nil {
+				return false, fmt.Errorf("appending ledger entry %s: %w", x.entryID, err)
+			}
+		}
+		// Sent after ledger's batch: if this one fails, the next copy
+		// sends both again, and ledger collapses the repeat.
+		if err := batch.Send(); err != nil {
+			return false, fmt.Errorf("copying %d operator ledger entries: %w", len(actions), err)
+		}
+	}
 	ids := make([]int64, len(list))
 	for i, x := range list {
 		ids[i] = x.id
-		if err := batch.Append(x.entryID, x.kind, x.reason, x.session, x.merchant, uint64(x.chainID), x.token, x.symbol,
-			uint8(x.decimals), x.from, x.to, x.tx, uint32(x.logIndex), uint64(x.block), x.amount, x.eventTime, x.recordedAt); err != nil {
-			return false, fmt.Errorf("appending ledger entry %s: %w", x.entryID, err)
-		}
-	}
-	if err := batch.Send(); err != nil {
-		return false, fmt.Errorf("copying %d ledger entries: %w", len(list), err)
 	}
 	if _, err := r.cfg.Postgres.Exec(ctx, `UPDATE ledger_entries SET copied_at = now() WHERE id = ANY($1)`, ids); err != nil {
 		return false, fmt.Errorf("marking ledger entries copied: %w", err)

@@ -33,6 +33,11 @@ Usage:
   settle merchant create -name NAME [-config FILE]   create a merchant and its first API key
   settle apikey create -merchant ID [-config FILE]   create another API key for a merchant
   settle apikey revoke -id KEY_ID [-config FILE]     revoke an API key (it is refused at once)
+  settle payouts list [-config FILE]             list the payouts that need an operator, and why
+  settle payouts retry -id N -note TEXT [-operator NAME] [-config FILE]
+                                                 hand a parked payout back to the executor (recorded in the ledger)
+  settle payouts abandon -id N -note TEXT [-operator NAME] [-config FILE]
+                                                 take a parked payout out of settle's hands; its session is settled by hand
   settle keys new                                generate a master seed and its receiver xpub
   settle probe URL                               exit 0 if URL answers 2xx (container healthchecks)
 
@@ -59,7 +64,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return flag.ErrHelp
 	}
 	cmd, args := args[0], args[1:]
-	if (cmd == "merchant" || cmd == "apikey" || cmd == "keys" || cmd == "dev" && len(args) > 0 && (args[0] == "pay" || args[0] == "latency")) && len(args) > 0 {
+	if (cmd == "merchant" || cmd == "apikey" || cmd == "keys" || cmd == "payouts" || cmd == "dev" && len(args) > 0 && (args[0] == "pay" || args[0] == "latency")) && len(args) > 0 {
 		cmd, args = cmd+" "+args[0], args[1:]
 	}
 	switch cmd {
@@ -85,6 +90,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdAPIKeyCreate(ctx, args, stdout, stderr)
 	case "apikey revoke":
 		return cmdAPIKeyRevoke(ctx, args, stdout, stderr)
+	case "payouts list":
+		return cmdPayoutsList(ctx, args, stdout, stderr)
+	case "payouts retry":
+		return cmdPayoutsAct(ctx, "retry", args, stdout, stderr)
+	case "payouts abandon":
+		return cmdPayoutsAct(ctx, "abandon", args, stdout, stderr)
 	case "keys new":
 		return cmdKeysNew(stdout)
 	case "probe":

@@ -2,10 +2,14 @@ package payout
 
 import (
 	"context"
+	"maps"
 	"math/big"
+	"slices"
 	"strconv"
+	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -32,6 +36,11 @@ type metrics struct {
 	payouts       *prometheus.CounterVec
 	tokenBalance  *prometheus.GaugeVec
 	nativeBalance *prometheus.GaugeVec
+	attention     *prometheus.GaugeVec
+
+	// mu guards attentionAt, when the attention gauge was last refreshed.
+	mu          sync.Mutex
+	attentionAt time.Time
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -49,9 +58,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		nativeBalance: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "settle_treasury_native_balance_wei",
 			Help: "Treasury balance of the chain's native coin in wei, which pays the gas."},
 			[]string{"chain_id"}),
+		attention: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "settle_payouts_needing_attention",
+			Help: "Payouts in needs_attention on the chain: the executor cannot progress them alone, an operator must " +
+				"`settle payouts retry` or `settle payouts abandon` them. Refreshed every few seconds from Postgres."},
+			[]string{"chain_id"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.payouts, m.tokenBalance, m.nativeBalance)
+		reg.MustRegister(m.payouts, m.tokenBalance, m.nativeBalance, m.attention)
 	}
 	return m
 }
@@ -94,6 +107,48 @@ func (e *Executor) updateChainBalances(ctx context.Context, id uint64, c *chain)
 			continue
 		}
 		e.metrics.tokenBalance.WithLabelValues(chainID, hexAddr(t.Address), t.Symbol).Set(units(raw, t.Decimals))
+	}
+}
+
+// updateAttention refreshes settle_payouts_needing_attention for every
+// configured chain at most every balanceEvery, from one count over
+// payouts_attention_idx. A failed count leaves the old values.
+func (e *Executor) updateAttention(ctx context.Context) {
+	m := e.metrics
+	m.mu.Lock()
+	due := time.Since(m.attentionAt) >= balanceEvery
+	if due {
+		m.attentionAt = time.Now()
+	}
+	m.mu.Unlock()
+	if !due {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ids := slices.Collect(maps.Keys(e.chains))
+	chainIDs := make([]int64, len(ids))
+	for i, id := range ids {
+		chainIDs[i] = int64(id)
+	}
+	rows, err := e.pg.Query(ctx, `SELECT chain_id, count(*) FROM payouts
+		WHERE status = 'needs_attention' AND chain_id = ANY($1) GROUP BY chain_id`, chainIDs)
+	if err != nil {
+		e.logger.DebugContext(ctx, "counting payouts that need attention failed", "err", err)
+		return
+	}
+	counts := make(map[int64]int64, len(chainIDs))
+	var id, n int64
+	_, err = pgx.ForEachRow(rows, []any{&id, &n}, func() error {
+		counts[id] = n
+		return nil
+	})
+	if err != nil {
+		e.logger.DebugContext(ctx, "counting payouts that need attention failed", "err", err)
+		return
+	}
+	for _, id := range chainIDs {
+		m.attention.WithLabelValues(strconv.FormatInt(id, 10)).Set(float64(counts[id]))
 	}
 }
 

@@ -92,6 +92,10 @@ type tokenConfig struct {
 	Symbol   string `yaml:"symbol"`
 	Address  string `yaml:"address"`
 	Decimals uint8  `yaml:"decimals"`
+	// SweepMin is the smallest sum of a receiver's final deposits of
+	// this token worth sweeping into the treasury, in token units; "0"
+	// never sweeps it. Default 10.
+	SweepMin string `yaml:"sweep_min"`
 }
 
 //go:embed dev.yaml

@@ -99,7 +99,7 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := reconcilerGroup(gctx, g, cfg, pg, ch, logger, reg); err != nil {
 		return err
 	}
-	if err := deliveryGroup(gctx, g, cfg, pg, treasury, logger, reg); err != nil {
+	if err := deliveryGroup(gctx, g, cfg, pg, master, logger, reg); err != nil {
 		return err
 	}
 	for i := range cfg.Chains {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"encoding/hex"
 	"flag"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/settle-dev/settle/internal/chain"
 	"github.com/settle-dev/settle/internal/hdwallet"
 	"github.com/settle-dev/settle/reconciler"
 	"github.com/settle-dev/settle/reconciler/payout"
@@ -61,8 +61,8 @@ func reconcilerGroup(ctx context.Context, g *errgroup.Group, cfg *fileConfig, pg
 }
 
 // deliveryGroup adds the payout executor to g.
-func deliveryGroup(ctx context.Context, g *errgroup.Group, cfg *fileConfig, pg *pgxpool.Pool, key *ecdsa.PrivateKey, logger *slog.Logger, reg prometheus.Registerer) error {
-	ex, err := newDeliveryExecutor(ctx, cfg, pg, key, logger, reg)
+func deliveryGroup(ctx context.Context, g *errgroup.Group, cfg *fileConfig, pg *pgxpool.Pool, master *hdwallet.Master, logger *slog.Logger, reg prometheus.Registerer) error {
+	ex, err := newDeliveryExecutor(ctx, cfg, pg, master, logger, reg)
 	if err != nil {
 		return err
 	}
@@ -71,8 +71,14 @@ func deliveryGroup(ctx context.Context, g *errgroup.Group, cfg *fileConfig, pg *
 }
 
 // newDeliveryExecutor builds the payout executor for every EVM chain of
-// cfg that has an rpc_url.
-func newDeliveryExecutor(ctx context.Context, cfg *fileConfig, pg *pgxpool.Pool, key *ecdsa.PrivateKey, logger *slog.Logger, reg prometheus.Registerer) (*payout.Executor, error) {
+// cfg that has an rpc_url: it signs with the treasury key and sweeps with
+// the receivers' keys, both from master.
+func newDeliveryExecutor(ctx context.Context, cfg *fileConfig, pg *pgxpool.Pool, master *hdwallet.Master, logger *slog.Logger, reg prometheus.Registerer) (*payout.Executor, error) {
+	key, err := master.TreasuryKey()
+	if err != nil {
+		return nil, err
+	}
+	sweepMin := map[uint64]map[common.Address]*big.Int{}
 	clients := map[uint64]payout.ChainClient{}
 	finality := map[uint64]payout.Finality{}
 	tokens := map[uint64][]payout.Token{}
@@ -96,13 +102,26 @@ func newDeliveryExecutor(ctx context.Context, cfg *fileConfig, pg *pgxpool.Pool,
 			maxFee[c.ID] = new(big.Int).Mul(new(big.Int).SetUint64(c.MaxFeeGwei), big.NewInt(1_000_000_000))
 		}
 		finality[c.ID] = payout.Finality{Depth: c.FinalityDepth, Tag: c.Finality == "finalized"}
+		sweepMin[c.ID] = map[common.Address]*big.Int{}
 		for _, t := range c.Tokens {
 			tokens[c.ID] = append(tokens[c.ID], payout.Token{Address: common.HexToAddress(t.Address), Symbol: t.Symbol, Decimals: t.Decimals})
+			min, err := chain.ParseUnits(cmpOr(t.SweepMin, defaultSweepMin), t.Decimals)
+			if err != nil {
+				return nil, fmt.Errorf("chain %s token %s sweep_min: %w", c.Name, t.Symbol, err)
+			}
+			if min.Sign() > 0 { // "0" turns sweeping of the token off
+				sweepMin[c.ID][common.HexToAddress(t.Address)] = min
+			}
 		}
 	}
 	return payout.New(payout.Config{Postgres: pg, Chains: clients, Finality: finality, Tokens: tokens, Executors: executors, CallGas: callGas, MaxFeePerGas: maxFee,
-		Treasury: key, Logger: logger, Registerer: reg})
+		Treasury: key, ReceiverKey: master.PrivateKey, SweepMin: sweepMin, Logger: logger, Registerer: reg})
 }
+
+// defaultSweepMin is the sweep threshold of a token without sweep_min, in
+// token units: 10 stablecoin units cost far more than a sweep's gas on an
+// L2, and about break even on Ethereum mainnet at 30 gwei.
+const defaultSweepMin = "10"
 
 // masterSeed reads the master seed from SETTLE_MASTER_SEED (hex) or the
 // configured file.
@@ -125,7 +144,9 @@ func masterSeed(cfg *fileConfig) ([]byte, error) {
 	return seed, nil
 }
 
-func treasuryKey(cfg *fileConfig) (*ecdsa.PrivateKey, error) {
+// masterKeys reads the master seed and checks that its treasury is the
+// configured one (filling it in when unset).
+func masterKeys(cfg *fileConfig) (*hdwallet.Master, error) {
 	seed, err := masterSeed(cfg)
 	if err != nil {
 		return nil, err
@@ -143,7 +164,7 @@ func treasuryKey(cfg *fileConfig) (*ecdsa.PrivateKey, error) {
 		return nil, fmt.Errorf("treasury.address %s does not match the master seed's treasury %s", cfg.Treasury.Address, addr)
 	}
 	cfg.Treasury.Address = addr
-	return key, nil
+	return m, nil
 }
 
 func cmdDelivery(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -154,7 +175,7 @@ func cmdDelivery(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	key, err := treasuryKey(cfg)
+	master, err := masterKeys(cfg)
 	if err != nil {
 		return err
 	}
@@ -165,7 +186,7 @@ func cmdDelivery(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	defer d.Close()
 	reg := newRegistry()
 	g, gctx := errgroup.WithContext(ctx)
-	if err := deliveryGroup(gctx, g, cfg, d.pg, key, d.logger, reg); err != nil {
+	if err := deliveryGroup(gctx, g, cfg, d.pg, master, d.logger, reg); err != nil {
 		return err
 	}
 	g.Go(func() error { return serveMetrics(gctx, cfg.Delivery.MetricsListen, reg, d.logger) })
@@ -189,7 +210,7 @@ func cmdDeliveryDeploy(ctx context.Context, args []string, stdout, stderr io.Wri
 	if cc.RPCURL == "" {
 		return fmt.Errorf("chain %s has no rpc_url", cc.Name)
 	}
-	key, err := treasuryKey(cfg)
+	master, err := masterKeys(cfg)
 	if err != nil {
 		return err
 	}
@@ -203,7 +224,7 @@ func cmdDeliveryDeploy(ctx context.Context, args []string, stdout, stderr io.Wri
 	one := *cfg
 	one.Chains = []chainConfig{*cc}
 	one.Chains[0].ExecutorAddress = ""
-	ex, err := newDeliveryExecutor(ctx, &one, d.pg, key, d.logger, nil)
+	ex, err := newDeliveryExecutor(ctx, &one, d.pg, master, d.logger, nil)
 	if err != nil {
 		return err
 	}

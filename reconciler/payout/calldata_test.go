@@ -88,6 +88,15 @@ func TestCalldataPayouts(t *testing.T) {
 	if code, err := f.node.Client().CodeAt(f.ctx, runner, nil); err != nil || len(code) != 0 {
 		t.Errorf("runner left code %x (%v); want none", code, err)
 	}
+	fundReceipt, err := f.node.Client().TransactionReceipt(f.ctx, fund.Hash())
+	if err != nil {
+		t.Fatal(err)
+	}
+	execReceipt, err := f.node.Client().TransactionReceipt(f.ctx, exec.Hash())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("call delivery gas: funding %d + execute %d = %d", fundReceipt.GasUsed, execReceipt.GasUsed, fundReceipt.GasUsed+execReceipt.GasUsed)
 
 	f.runUntil(e, 20*time.Second, f.status(refused))
 	p = f.payout(refused)

@@ -42,15 +42,10 @@ func (e *Executor) DeployExecutor(ctx context.Context, id uint64) (common.Addres
 	var hash common.Hash
 	var addr common.Address
 	err = pgx.BeginFunc(ctx, e.pg, func(tx pgx.Tx) error {
-		stored, err := lockNonce(ctx, tx, id, e.from)
+		nonce, err := e.takeNonce(ctx, tx, c, nil)
 		if err != nil {
 			return err
 		}
-		pending, err := c.client.PendingNonceAt(ctx, e.from)
-		if err != nil {
-			return fmt.Errorf("getting pending nonce: %w", err)
-		}
-		nonce := max(stored, pending)
 		t, err := types.SignNewTx(e.key, c.signer, &types.DynamicFeeTx{ChainID: new(big.Int).SetUint64(id), Nonce: nonce,
 			GasTipCap: f.tip, GasFeeCap: f.cap, Gas: gas, Data: data})
 		if err != nil {
@@ -60,7 +55,7 @@ func (e *Executor) DeployExecutor(ctx context.Context, id uint64) (common.Addres
 			return err
 		}
 		hash, addr = t.Hash(), crypto.CreateAddress(e.from, nonce)
-		return storeNonce(ctx, tx, id, e.from, nonce+1)
+		return nil
 	})
 	if err != nil {
 		return common.Address{}, fmt.Errorf("signing executor deployment: %w", err)

@@ -66,6 +66,14 @@ type Config struct {
 	// attention (a failing gas estimate, a treasury out of gas or
 	// tokens); default 10m.
 	StuckAfter time.Duration
+	// ReceiverKey derives the private key of the receiver with a
+	// derivation index, for sweeping; nil turns sweeping off.
+	ReceiverKey func(index uint32) (*ecdsa.PrivateKey, error)
+	// SweepMin per chain id and token is the smallest sum of a receiver's
+	// final, credited deposits worth sweeping, in the token's smallest
+	// unit (below it the gas would cost more than it moves). A token
+	// without an entry is never swept.
+	SweepMin map[uint64]map[common.Address]*big.Int
 	// Tokens are the tokens per chain whose treasury balance is exported.
 	Tokens map[uint64][]Token
 	// Treasury signs every payout: one key, the same address on every EVM
@@ -106,6 +114,8 @@ type Executor struct {
 	chains  map[uint64]*chain
 	logger  *slog.Logger
 	metrics *metrics
+	// sweepMetrics count sweeps (sweep.go).
+	sweepMetrics *sweepMetrics
 
 	// mu guards lastSent, lastWatched and balancesAt.
 	mu sync.Mutex
@@ -184,15 +194,16 @@ func New(cfg Config) (*Executor, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Executor{
-		cfg:         cfg,
-		pg:          cfg.Postgres,
-		key:         cfg.Treasury,
-		from:        crypto.PubkeyToAddress(cfg.Treasury.PublicKey),
-		chains:      chains,
-		logger:      logger.With("component", "payout"),
-		metrics:     newMetrics(cfg.Registerer),
-		lastSent:    make(map[common.Hash]time.Time),
-		lastWatched: make(map[int64]time.Time),
+		cfg:          cfg,
+		pg:           cfg.Postgres,
+		key:          cfg.Treasury,
+		from:         crypto.PubkeyToAddress(cfg.Treasury.PublicKey),
+		chains:       chains,
+		logger:       logger.With("component", "payout"),
+		metrics:      newMetrics(cfg.Registerer),
+		sweepMetrics: newSweepMetrics(cfg.Registerer),
+		lastSent:     make(map[common.Hash]time.Time),
+		lastWatched:  make(map[int64]time.Time),
 	}, nil
 }
 
@@ -302,6 +313,9 @@ func (e *Executor) RunOnce(ctx context.Context) (Result, error) {
 		}
 		res.add(e.process(ctx, o.id, seen))
 	}
+	// Sweeps come after payouts: the treasury's float pays merchants
+	// first, and sweeping can wait a pass.
+	e.sweepPass(ctx, ids, seen)
 	e.forgetExcept(seen)
 	return res, nil
 }

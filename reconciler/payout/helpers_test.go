@@ -40,6 +40,8 @@ type fixture struct {
 	treasury common.Address
 	// executorAddr is a SettleExecutor owned by the treasury.
 	executorAddr common.Address
+	// master derives the receivers (and the treasury key).
+	master *hdwallet.Master
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -60,7 +62,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{t: t, ctx: ctx, db: db, node: node, token: token, key: key, treasury: crypto.PubkeyToAddress(key.PublicKey)}
+	f := &fixture{t: t, ctx: ctx, db: db, node: node, token: token, key: key, treasury: crypto.PubkeyToAddress(key.PublicKey), master: m}
 	if err := node.SetBalance(ctx, f.treasury, new(big.Int).Mul(big.NewInt(100), big.NewInt(1e18))); err != nil {
 		t.Fatal(err)
 	}

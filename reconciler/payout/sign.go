@@ -8,6 +8,7 @@ import (
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/settle-dev/settle/delivery/evm"
 )
@@ -28,23 +29,35 @@ const (
 // errWait means the payout must wait for another one; not a failure.
 var errWait = errors.New("waiting for another payout")
 
-// allocate takes the next treasury nonce on the payout's chain under the
-// row lock of treasury_nonces, after checking what s requires. The lock is
-// held until the caller's transaction ends, so the transaction that stores
-// the signed bytes also advances the nonce, and no two signings can share
-// a nonce or see a stale sum of payouts in flight.
+// allocate takes the next treasury nonce on the payout's chain, after
+// checking what s requires under the nonce lock (so the check sees every
+// signing committed before ours).
 func (w *work) allocate(ctx context.Context, s spend) (uint64, error) {
-	p, from := w.p, w.e.from
-	stored, err := lockNonce(ctx, w.tx, p.chainID, from)
+	return w.e.takeNonce(ctx, w.tx, w.c, func() error {
+		if s == spendAmount {
+			return w.checkFunds(ctx)
+		}
+		return nil
+	})
+}
+
+// takeNonce takes the treasury's next nonce on chain c under the row lock
+// of treasury_nonces, after check (nil: none) passed under that lock. The
+// lock is held until tx ends, so the transaction that stores the signed
+// bytes also advances the nonce, and no two signings (payouts, sweep gas,
+// deployments) can share a nonce.
+func (e *Executor) takeNonce(ctx context.Context, tx pgx.Tx, c *chain, check func() error) (uint64, error) {
+	from := e.from
+	stored, err := lockNonce(ctx, tx, c.id, from)
 	if err != nil {
 		return 0, err
 	}
-	if s == spendAmount {
-		if err := w.checkFunds(ctx); err != nil {
+	if check != nil {
+		if err := check(); err != nil {
 			return 0, err
 		}
 	}
-	pending, err := w.c.client.PendingNonceAt(ctx, from)
+	pending, err := c.client.PendingNonceAt(ctx, from)
 	if err != nil {
 		return 0, fmt.Errorf("getting pending nonce of %s: %w", from, err)
 	}
@@ -52,12 +65,12 @@ func (w *work) allocate(ctx context.Context, s spend) (uint64, error) {
 		// Never reuse a nonce the chain has seen used, e.g. by a
 		// transaction sent with the treasury key outside settle.
 		if stored > 0 {
-			w.e.logger.WarnContext(ctx, "treasury nonce behind the chain; jumping forward",
-				"chain_id", p.chainID, "stored", stored, "chain_pending", pending)
+			e.logger.WarnContext(ctx, "treasury nonce behind the chain; jumping forward",
+				"chain_id", c.id, "stored", stored, "chain_pending", pending)
 		}
 		stored = pending
 	}
-	if err := storeNonce(ctx, w.tx, p.chainID, from, stored+1); err != nil {
+	if err := storeNonce(ctx, tx, c.id, from, stored+1); err != nil {
 		return 0, err
 	}
 	return stored, nil

@@ -342,8 +342,9 @@ func TestFinanceQueries(t *testing.T) {
 	}
 
 	var id string
-	var in, delivered, refunded, held, variance decimal.Decimal
-	err = s.db.CH.QueryRow(ctx, strings.ReplaceAll(finance.SessionStatement, "SESSION_ID", over)).Scan(&id, &in, &delivered, &refunded, &held, &variance)
+	var in, delivered, refunded, held, variance, swept, inReceiver, sweepGas decimal.Decimal
+	err = s.db.CH.QueryRow(ctx, strings.ReplaceAll(finance.SessionStatement, "SESSION_ID", over)).
+		Scan(&id, &in, &delivered, &refunded, &held, &variance, &swept, &inReceiver, &sweepGas)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,6 +352,11 @@ func TestFinanceQueries(t *testing.T) {
 	if !in.Equal(decimal.NewFromInt(12_500_000).Mul(e12)) || !delivered.Equal(decimal.NewFromInt(10_000_000).Mul(e12)) ||
 		!refunded.IsZero() || !held.Equal(decimal.NewFromInt(2_500_000).Mul(e12)) || !variance.Equal(held) {
 		t.Errorf("statement of the overpaid session: in %s delivered %s refunded %s held %s variance %s", in, delivered, refunded, held, variance)
+	}
+	// This stack does not sweep: everything deposited is still in the
+	// receiver (TestSweepStatement covers a swept session).
+	if !swept.IsZero() || !inReceiver.Equal(in) || !sweepGas.IsZero() {
+		t.Errorf("statement of the unswept session: swept %s in receiver %s sweep gas %s", swept, inReceiver, sweepGas)
 	}
 }
 

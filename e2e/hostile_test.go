@@ -4,12 +4,16 @@ import (
 	"context"
 	"math/big"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/shopspring/decimal"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
 
+	"github.com/settle-dev/settle/docs/finance"
 	"github.com/settle-dev/settle/internal/anvil"
 )
 
@@ -78,5 +82,47 @@ func TestHostileCalldataThroughTheStack(t *testing.T) {
 	want := []string{"delivery 2000000", "deposit 5000000", "exception call_returned 3000000"}
 	if got := s.ledger(idPart, len(want)); !slices.Equal(got, want) {
 		t.Errorf("ledger of the partial session %q, want %q", got, want)
+	}
+}
+
+// A paid session's deposit is swept from its receiver into the treasury
+// once final, and the statement shows where the money is: all of it swept,
+// none left in the receiver, and what the sweep's gas cost.
+func TestSweepStatement(t *testing.T) {
+	s := newStack(t, options{sweep: true})
+	ctx := context.Background()
+	treasury := crypto.PubkeyToAddress(s.treasury.PublicKey)
+	id, _, recv := s.session(evmDest(chainB, s.usdcB, anvil.DevAddress(7), "20"), nil)
+	before := s.balance(s.a, s.usdcA, treasury)
+	s.pay(s.a, s.usdcA, recv, 20_000_000)
+	s.waitStatus(id, "succeeded", 60*time.Second)
+	deadline := time.Now().Add(60 * time.Second)
+	for s.balance(s.a, s.usdcA, recv).Sign() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("receiver still holds %s", s.balance(s.a, s.usdcA, recv))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := new(big.Int).Sub(s.balance(s.a, s.usdcA, treasury), before); got.Int64() != 20_000_000 {
+		t.Errorf("treasury on chain A gained %s, want the 20000000 swept", got)
+	}
+	e12 := decimal.New(1, 12)
+	for {
+		var sid string
+		var in, delivered, refunded, held, variance, swept, inReceiver, sweepGas decimal.Decimal
+		err := s.db.CH.QueryRow(ctx, strings.ReplaceAll(finance.SessionStatement, "SESSION_ID", id)).
+			Scan(&sid, &in, &delivered, &refunded, &held, &variance, &swept, &inReceiver, &sweepGas)
+		// sweep and sweep_gas sit in two partitions, which one insert
+		// does not make visible at once.
+		if err == nil && swept.Equal(decimal.NewFromInt(20_000_000).Mul(e12)) && sweepGas.IsPositive() {
+			if !in.Equal(swept) || !inReceiver.IsZero() || !delivered.Equal(in) || !variance.IsZero() {
+				t.Errorf("statement: in %s delivered %s variance %s swept %s in receiver %s sweep gas %s", in, delivered, variance, swept, inReceiver, sweepGas)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("statement never showed the sweep: swept %s (%v)", swept, err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

@@ -58,6 +58,8 @@ type options struct {
 	// finalizedTag: finality comes from the nodes' "finalized" block
 	// instead of a depth.
 	finalizedTag bool
+	// sweep: the executor sweeps USDC receivers holding at least 1 USDC.
+	sweep bool
 }
 
 type stack struct {
@@ -199,8 +201,14 @@ func newStack(t *testing.T, o options) *stack {
 	if !o.external {
 		g.Go(func() error { return s.rec.Run(gctx) })
 		fin := map[uint64]payout.Finality{chainA: {Depth: o.finalityDepth, Tag: o.finalizedTag}, chainB: {Depth: o.finalityDepth, Tag: o.finalizedTag}}
-		ex, err := payout.New(payout.Config{Postgres: s.db.PG, Chains: clients, Finality: fin, Executors: s.executors, Treasury: s.treasury, Logger: logger,
-			Interval: 100 * time.Millisecond, RebroadcastAfter: 2 * time.Second, WatchEvery: 200 * time.Millisecond})
+		pc := payout.Config{Postgres: s.db.PG, Chains: clients, Finality: fin, Executors: s.executors, Treasury: s.treasury, Logger: logger,
+			Interval: 100 * time.Millisecond, RebroadcastAfter: 2 * time.Second, WatchEvery: 200 * time.Millisecond}
+		if o.sweep {
+			pc.ReceiverKey = master.PrivateKey
+			pc.SweepMin = map[uint64]map[common.Address]*big.Int{chainA: {s.usdcA: big.NewInt(1_000_000)}, chainB: {s.usdcB: big.NewInt(1_000_000)}}
+			pc.Tokens = map[uint64][]payout.Token{chainA: {{Address: s.usdcA, Symbol: "USDC", Decimals: 6}}, chainB: {{Address: s.usdcB, Symbol: "USDC", Decimals: 6}}}
+		}
+		ex, err := payout.New(pc)
 		must(err)
 		g.Go(func() error { return ex.Run(gctx) })
 	}

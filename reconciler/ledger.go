@@ -46,8 +46,9 @@ func recordLedger(ctx context.Context, tx pgx.Tx, e entry) error {
 // CopyLedger copies ledger entries not yet in ClickHouse, oldest first,
 // and reports whether more are waiting. Postgres marks an entry copied only
 // after ClickHouse accepted it; a repeated copy collapses on entry_id.
-// Operator actions (kind operator) go to ledger_operator: ClickHouse 18.16
-// cannot add a kind to ledger, whose partition key it is.
+// Operator actions (kind operator) go to ledger_operator and sweeps (sweep,
+// sweep_gas) to ledger_sweeps: ClickHouse 18.16 cannot add a kind to
+// ledger, whose partition key it is.
 func (r *Reconciler) CopyLedger(ctx context.Context) (bool, error) {
 	const limit = 5000
 	const q = `SELECT id, entry_id, kind, reason, session_id, merchant_id, chain_id, token, symbol, decimals,
@@ -82,12 +83,32 @@ func (r *Reconciler) CopyLedger(ctx context.Context) (bool, error) {
 	if err := rows.Err(); err != nil || len(list) == 0 {
 		return false, err
 	}
-	var decisions, actions []row
+	var decisions, actions, sweeps []row
 	for _, x := range list {
-		if x.kind == "operator" {
+		switch x.kind {
+		case "operator":
 			actions = append(actions, x)
-		} else {
+		case "sweep", "sweep_gas":
+			sweeps = append(sweeps, x)
+		default:
 			decisions = append(decisions, x)
+		}
+	}
+	if len(sweeps) > 0 {
+		batch, err := r.cfg.ClickHouse.PrepareBatch(ctx, `INSERT INTO ledger_sweeps (entry_id, kind, session_id, merchant_id, chain_id,
+			token, symbol, decimals, from_address, to_address, tx_hash, block_number, amount_raw, event_time, recorded_at)`)
+		if err != nil {
+			return false, fmt.Errorf("preparing sweep ledger copy: %w", err)
+		}
+		defer batch.Abort()
+		for _, x := range sweeps {
+			if err := batch.Append(x.entryID, x.kind, x.session, x.merchant, uint64(x.chainID), x.token, x.symbol,
+				uint8(x.decimals), x.from, x.to, x.tx, uint64(x.block), x.amount, x.eventTime, x.recordedAt); err != nil {
+				return false, fmt.Errorf("appending ledger entry %s: %w", x.entryID, err)
+			}
+		}
+		if err := batch.Send(); err != nil {
+			return false, fmt.Errorf("copying %d sweep ledger entries: %w", len(sweeps), err)
 		}
 	}
 	if len(decisions) > 0 {

@@ -3,6 +3,7 @@ package reconciler
 import (
 	"context"
 	"math/big"
+	"slices"
 	"testing"
 	"time"
 
@@ -10,8 +11,8 @@ import (
 	"github.com/settle-dev/settle/internal/dbtest"
 )
 
-// Operator actions reach ClickHouse's ledger_operator beside the ledger's
-// decisions, in one copy.
+// Operator actions reach ClickHouse's ledger_operator and sweeps its
+// ledger_sweeps beside the ledger's decisions, in one copy.
 func TestCopyLedgerCopiesOperatorEntries(t *testing.T) {
 	t.Parallel()
 	db := dbtest.Migrated(t)
@@ -40,6 +41,14 @@ func TestCopyLedgerCopiesOperatorEntries(t *testing.T) {
 		VALUES ('operator:retry:7:1', 'operator', 'payout_retry', 's1', 'm1', 1, '0xtoken', 'TUSD', 6, '0xa', '0xb', '', 0, 0, 0, now(), 'alice', 'node fixed')`); err != nil {
 		t.Fatal(err)
 	}
+	// As the executor's sweepWatch writes them.
+	if _, err := tx.Exec(ctx, `INSERT INTO ledger_entries (entry_id, kind, session_id, merchant_id, chain_id, token, symbol, decimals,
+		from_address, to_address, tx_hash, block_number, amount, event_time) VALUES
+		('sweep:3', 'sweep', 's1', 'm1', 1, '0xtoken', 'TUSD', 6, '0xb', '0xtreasury', '0xs', 9, 5, now()),
+		('sweep_gas:3', 'sweep_gas', 's1', 'm1', 1, '0x0000000000000000000000000000000000000000', 'native', 18, '0xtreasury', '0xb', '0xg', 0,
+		 123456789012345678901234567890123456789012, now())`); err != nil {
+		t.Fatal(err)
+	}
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -56,6 +65,22 @@ func TestCopyLedgerCopiesOperatorEntries(t *testing.T) {
 	if err := db.CH.QueryRow(ctx, `SELECT reason, operator, note, session_id FROM ledger_operator WHERE entry_id = 'operator:retry:7:1'`).
 		Scan(&reason, &operator, &note, &session); err != nil || reason != "payout_retry" || operator != "alice" || note != "node fixed" || session != "s1" {
 		t.Errorf("ledger_operator: %q %q %q %q, %v", reason, operator, note, session, err)
+	}
+	rows, err := db.CH.Query(ctx, `SELECT toString(kind), amount_raw, tx_hash FROM ledger_sweeps FINAL ORDER BY kind`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sweeps []string
+	for rows.Next() {
+		var k, a, h string
+		if err := rows.Scan(&k, &a, &h); err != nil {
+			t.Fatal(err)
+		}
+		sweeps = append(sweeps, k+" "+a+" "+h)
+	}
+	rows.Close()
+	if want := []string{"sweep 5 0xs", "sweep_gas 123456789012345678901234567890123456789012 0xg"}; !slices.Equal(sweeps, want) {
+		t.Errorf("ledger_sweeps %q, want %q", sweeps, want)
 	}
 	var uncopied int
 	if err := db.PG.QueryRow(ctx, `SELECT count(*) FROM ledger_entries WHERE copied_at IS NULL`).Scan(&uncopied); err != nil || uncopied != 0 {

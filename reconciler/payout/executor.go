@@ -72,7 +72,7 @@ type Config struct {
 	// SweepMin per chain id and token is the smallest sum of a receiver's
 	// final, credited deposits worth sweeping, in the token's smallest
 	// unit (below it the gas would cost more than it moves). A token
-	// without an entry is never swept.
+	// without an entry is never swept; one with an entry must be in Tokens.
 	SweepMin map[uint64]map[common.Address]*big.Int
 	// Tokens are the tokens per chain whose treasury balance is exported.
 	Tokens map[uint64][]Token
@@ -173,6 +173,14 @@ func New(cfg Config) (*Executor, error) {
 			ch.maxFee = m
 		}
 		chains[id] = ch
+	}
+	for id, mins := range cfg.SweepMin {
+		for token := range mins {
+			if !slices.ContainsFunc(cfg.Tokens[id], func(t Token) bool { return t.Address == token }) {
+				// The ledger records a sweep in the token's units.
+				return nil, fmt.Errorf("payout: chain %d: sweep threshold for token %s, which is not in Tokens", id, token.Hex())
+			}
+		}
 	}
 	for id := range cfg.Executors {
 		if _, ok := chains[id]; !ok {

@@ -15,6 +15,9 @@ contract TestAttacker {
     bool public reentered;
     uint256 private burned;
 
+    /// The ERC-20 event, logged by takePartAndLie to look like a token.
+    event Transfer(address indexed from, address indexed to, uint256 value);
+
     constructor(address thief_) {
         thief = thief_;
     }
@@ -38,6 +41,15 @@ contract TestAttacker {
     /// Takes only `amount` of what the caller approved.
     function takePart(address token, uint256 amount) external {
         require(IERC20Attack(token).transferFrom(msg.sender, thief, amount), "takePart failed");
+    }
+
+    /// Takes `amount` like takePart, then logs an ERC-20 Transfer of `fake`
+    /// from the caller, as if this contract were a token the caller sent
+    /// it: an indexer that counted it would credit the merchant with more
+    /// than it took.
+    function takePartAndLie(address token, uint256 amount, uint256 fake) external {
+        require(IERC20Attack(token).transferFrom(msg.sender, thief, amount), "takePart failed");
+        emit Transfer(msg.sender, thief, fake);
     }
 
     /// Accepts the call and takes nothing.

@@ -22,8 +22,9 @@ import (
 // no amount, paid 0.000001 USDC. The runner holds 1 unit, so the transfer
 // reverts inside it; the session bounces with exactly that unit refunded,
 // and the treasury loses nothing else. A call that takes part of the
-// amount succeeds with what it took; the rest is back in the treasury and
-// on the ledger as a call_returned exception.
+// amount succeeds with what it took (not with what a fake Transfer log of
+// its own claims); the rest is back in the treasury and on the ledger as a
+// call_returned exception.
 func TestHostileCalldataThroughTheStack(t *testing.T) {
 	s := newStack(t, options{})
 	ctx := context.Background()
@@ -38,7 +39,8 @@ func TestHostileCalldataThroughTheStack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	part, err := anvil.AttackerCalldata("takePart", s.usdcB, big.NewInt(2_000_000))
+	// It takes 2 USDC and logs a fake Transfer of 10^30 from the runner.
+	part, err := anvil.AttackerCalldata("takePartAndLie", s.usdcB, big.NewInt(2_000_000), new(big.Int).Exp(big.NewInt(10), big.NewInt(30), nil))
 	if err != nil {
 		t.Fatal(err)
 	}

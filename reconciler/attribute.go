@@ -208,27 +208,33 @@ func (r *Reconciler) attributeRange(ctx context.Context, c *chain.Chain, from, t
 	return r.runnersSeen(ctx, all, runners)
 }
 
+// runner is a call payout as its runner's transfers identify it.
+type runner struct {
+	id    int64
+	token string
+}
+
 // runners returns the call payouts whose runner address is among addrs,
 // by address: their deliveries are transfers from the runner, not from
 // the treasury.
-func (r *Reconciler) runners(ctx context.Context, addrs map[string]bool) (map[string]int64, error) {
+func (r *Reconciler) runners(ctx context.Context, addrs map[string]bool) (map[string]runner, error) {
 	list := make([]string, 0, len(addrs))
 	for a := range addrs {
 		list = append(list, a)
 	}
-	rows, err := r.cfg.Postgres.Query(ctx, `SELECT runner_address, id FROM payouts WHERE runner_address = ANY($1)`, list)
+	rows, err := r.cfg.Postgres.Query(ctx, `SELECT runner_address, id, token FROM payouts WHERE runner_address = ANY($1)`, list)
 	if err != nil {
 		return nil, fmt.Errorf("matching payout runners: %w", err)
 	}
 	defer rows.Close()
-	out := map[string]int64{}
+	out := map[string]runner{}
 	for rows.Next() {
 		var a string
-		var id int64
-		if err := rows.Scan(&a, &id); err != nil {
+		var rn runner
+		if err := rows.Scan(&a, &rn.id, &rn.token); err != nil {
 			return nil, fmt.Errorf("matching payout runners: %w", err)
 		}
-		out[a] = id
+		out[a] = rn
 	}
 	return out, rows.Err()
 }
@@ -239,8 +245,10 @@ func (r *Reconciler) runners(ctx context.Context, addrs map[string]bool) (map[st
 // A transaction lies in one block and ranges hold whole blocks, so the sum
 // is complete, and a replay computes the same one. An execute that
 // delivered nothing is a returned payout, which the executor marks
-// reverted; it is never seen as a delivery.
-func (r *Reconciler) runnersSeen(ctx context.Context, all []Transfer, runners map[string]int64) error {
+// reverted; it is never seen as a delivery. Only the payout's token
+// counts: the merchant's call can make any contract log a "Transfer" from
+// the runner.
+func (r *Reconciler) runnersSeen(ctx context.Context, all []Transfer, runners map[string]runner) error {
 	if len(runners) == 0 {
 		return nil
 	}
@@ -253,11 +261,11 @@ func (r *Reconciler) runnersSeen(ctx context.Context, all []Transfer, runners ma
 	var order []key
 	for i := range all {
 		t := &all[i]
-		id, ok := runners[t.From]
-		if !ok || t.To == r.cfg.Treasury {
+		rn, ok := runners[t.From]
+		if !ok || t.To == r.cfg.Treasury || t.Token != rn.token {
 			continue
 		}
-		k := key{id, t.TxHash, t.BlockHash}
+		k := key{rn.id, t.TxHash, t.BlockHash}
 		if sums[k] == nil {
 			sums[k], first[k] = new(big.Int), t
 			order = append(order, k)

@@ -9,6 +9,8 @@ import (
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
+
+	"github.com/settle-dev/settle/internal/anvil"
 )
 
 // At the fee ceiling a stuck transaction is not bumped without end: the
@@ -119,5 +121,110 @@ func TestRevertedRefundNeedsAttention(t *testing.T) {
 	f.runUntil(e, 20*time.Second, func() bool { return f.payout(id).Status == "needs_attention" })
 	if p := f.payout(id); p.Error == nil || !strings.Contains(*p.Error, "refund transfer") || !p.ReceiptFinal {
 		t.Errorf("refund %+v error %s", p, deref(p.Error))
+	}
+}
+
+// A runner's funding that the chain does not mine is bumped like the main
+// transaction, under the same nonce; whichever signing is mined, the
+// payout executes once.
+func TestStuckFundingIsBumped(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	merchant, err := f.node.DeployTestMerchant(f.ctx, anvil.DevKeys[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.node.SetAutomine(f.ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := f.executor(func(c *Config) {
+		c.RebroadcastAfter = 10 * time.Millisecond
+		c.BumpAfter = 300 * time.Millisecond
+	})
+	deposit, err := anvil.MerchantDepositCalldata(f.token, big.NewInt(2_000_000), [32]byte{4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := f.addPayout(merchant, 2_000_000, deposit)
+	if res, err := e.RunOnce(f.ctx); err != nil || res.Signed != 1 {
+		t.Fatalf("first pass %+v, %v", res, err)
+	}
+	first := *f.payout(id).FundHash
+	total := f.runUntil(e, 20*time.Second, func() bool { return *f.payout(id).FundHash != first })
+	if total.Bumped != 1 {
+		t.Errorf("passes until the bump: %+v", total)
+	}
+	var prior []string
+	if err := f.db.PG.QueryRow(f.ctx, `SELECT fund_prior_tx_hashes FROM payouts WHERE id = $1`, id).Scan(&prior); err != nil || !slices.Equal(prior, []string{first}) {
+		t.Errorf("fund_prior_tx_hashes %v (%v), want [%s]", prior, err, first)
+	}
+	if err := f.node.SetAutomine(f.ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.node.Mine(f.ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	f.runUntil(e, 20*time.Second, f.status(id))
+	if p := f.payout(id); p.Status != "mined" {
+		t.Fatalf("payout %s (%s), want mined", p.Status, deref(p.Error))
+	}
+	if got := f.balance(merchant); got.Int64() != 2_000_000 {
+		t.Errorf("merchant holds %s, want 2000000", got)
+	}
+	if n := f.chainNonce(); n != 2 {
+		t.Errorf("treasury nonce %d, want 2 (one funding, one execute)", n)
+	}
+}
+
+// A funding that reverted moved nothing: the payout needs attention (the
+// treasury's trouble, not the merchant's, so no bounce), and a retry funds
+// the runner afresh under a new nonce and delivers once.
+func TestRevertedFundingRetriedIsFundedAfresh(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	merchant, err := f.node.DeployTestMerchant(f.ctx, anvil.DevKeys[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.node.SetAutomine(f.ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := f.executor(nil)
+	deposit, err := anvil.MerchantDepositCalldata(f.token, big.NewInt(3_000_000), [32]byte{5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := f.addPayout(merchant, 3_000_000, deposit)
+	if res, err := e.RunOnce(f.ctx); err != nil || res.Signed != 1 {
+		t.Fatalf("first pass %+v, %v", res, err)
+	}
+	// Empty the treasury's TestToken balance (slot 4) before the block.
+	slot := crypto.Keccak256Hash(common.LeftPadBytes(f.treasury.Bytes(), 32), common.LeftPadBytes([]byte{4}, 32))
+	if err := f.node.RPC().CallContext(f.ctx, nil, "anvil_setStorageAt", f.token, slot, common.Hash{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.node.SetAutomine(f.ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.node.Mine(f.ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	f.runUntil(e, 20*time.Second, func() bool { return f.payout(id).Status == "needs_attention" })
+	if p := f.payout(id); p.Error == nil || !strings.Contains(*p.Error, "funding of runner") {
+		t.Fatalf("after the reverted funding: %+v error %s", p, deref(p.Error))
+	}
+	if _, err := f.node.Mint(f.ctx, anvil.DevKeys[0], f.token, f.treasury, big.NewInt(treasuryFunds)); err != nil {
+		t.Fatal(err)
+	}
+	if err := Retry(f.ctx, f.db.PG, id, "test", "treasury refilled"); err != nil {
+		t.Fatal(err)
+	}
+	f.runUntil(e, 20*time.Second, f.status(id))
+	p := f.payout(id)
+	if p.Status != "mined" || *p.FundNonce != 1 {
+		t.Fatalf("after the retry: %s fund nonce %v (%s), want mined with a new funding at nonce 1", p.Status, p.FundNonce, deref(p.Error))
+	}
+	if got := f.balance(merchant); got.Int64() != 3_000_000 {
+		t.Errorf("merchant holds %s, want 3000000", got)
 	}
 }

@@ -52,13 +52,13 @@ func (w *work) follow(ctx context.Context) error {
 	if p.hasCalldata() && p.fundHash != nil && len(p.fundRaw) > 0 {
 		// A reorg that dropped the execute may have dropped its funding
 		// too, and without it the execute's nonce can never be mined.
-		fh := common.HexToHash(*p.fundHash)
-		fr, _, err := w.c.receipt(ctx, []common.Hash{fh})
+		fh := p.fundHashes()
+		fr, _, err := w.c.receipt(ctx, fh)
 		if err != nil {
 			return err
 		}
 		if fr == nil {
-			if err := w.rebroadcast("fund", p.fundRaw, []common.Hash{fh}); err != nil {
+			if err := w.rebroadcast("fund", p.fundRaw, fh); err != nil {
 				return err
 			}
 		}
@@ -199,32 +199,8 @@ func (w *work) settle(ctx context.Context, r *types.Receipt, mined common.Hash, 
 // prior_tx_hashes, since it may still be the one that is mined.
 func (w *work) bump(ctx context.Context, hashes []common.Hash) error {
 	p := w.p
-	old, err := decodeTx(p.rawTx)
-	if err != nil {
-		return err
-	}
-	if old.To() == nil || old.Nonce() != uint64(*p.nonce) {
-		return fmt.Errorf("stored transaction %s does not match payout %d", old.Hash().Hex(), p.id)
-	}
-	now, err := w.c.currentFees(ctx)
-	if err != nil {
-		return err
-	}
-	prev := fees{tip: old.GasTipCap(), cap: old.GasFeeCap()}
-	f, ok := w.c.clamp(bumpFees(prev, now)), true
-	if !replaces(f, prev) {
-		ok = false
-	}
-	if !ok {
-		// Nodes take a replacement only at 10% more in tip and cap; at
-		// the ceiling there is none to make. The signed transaction stays
-		// in flight and followed; a person decides (raise max_fee_gwei and
-		// retry, or wait for fees to fall).
-		return w.attentionSent(ctx, fmt.Sprintf("unmined for %s at fee cap %s wei (tip %s); the chain's fee ceiling %s wei allows no replacement: nonce %d blocks later payouts",
-			p.sentAge.Round(time.Second), prev.cap, prev.tip, w.c.maxFee, old.Nonce()))
-	}
-	tx, err := w.e.signTx(w.c, old.Nonce(), *old.To(), old.Data(), old.Gas(), f)
-	if err != nil {
+	tx, old, err := w.replacement(ctx, p.rawTx, uint64(*p.nonce), p.sentAge)
+	if err != nil || tx == nil {
 		return err
 	}
 	raw, err := encodeTx(tx)
@@ -234,14 +210,70 @@ func (w *work) bump(ctx context.Context, hashes []common.Hash) error {
 	// sent_at becomes the time of the newest signing, which the next bump
 	// waits on.
 	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET tx_hash = $2, raw_tx = $3, prior_tx_hashes = array_append(prior_tx_hashes, $4),
-		sent_at = now() WHERE id = $1`, p.id, tx.Hash().Hex(), raw, old.Hash().Hex()); err != nil {
+		sent_at = now() WHERE id = $1`, p.id, tx.Hash().Hex(), raw, old.Hex()); err != nil {
 		return fmt.Errorf("storing fee bump: %w", err)
 	}
-	w.seen[tx.Hash()] = true
-	w.events = append(w.events, event{outcome: outcomeBumped, step: w.step(), hash: tx.Hash(), attrs: []any{
-		"replaces", old.Hash().Hex(), "nonce", tx.Nonce(), "tip", f.tip, "fee_cap", f.cap}})
-	w.sends = append(w.sends, send{tx: tx, step: w.step(), first: true, hashes: append([]common.Hash{tx.Hash()}, hashes...)})
+	w.bumped(w.step(), tx, old, hashes)
 	return nil
+}
+
+// bumpFund replaces a stuck runner funding the same way; its earlier
+// signings go to fund_prior_tx_hashes.
+func (w *work) bumpFund(ctx context.Context, hashes []common.Hash) error {
+	p := w.p
+	tx, old, err := w.replacement(ctx, p.fundRaw, uint64(*p.fundNonce), p.fundAge)
+	if err != nil || tx == nil {
+		return err
+	}
+	raw, err := encodeTx(tx)
+	if err != nil {
+		return err
+	}
+	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET fund_tx_hash = $2, fund_raw_tx = $3, fund_prior_tx_hashes = array_append(fund_prior_tx_hashes, $4),
+		fund_sent_at = now() WHERE id = $1`, p.id, tx.Hash().Hex(), raw, old.Hex()); err != nil {
+		return fmt.Errorf("storing funding fee bump: %w", err)
+	}
+	w.bumped("fund", tx, old, hashes)
+	return nil
+}
+
+// replacement signs the stored transaction raw (nonce) again with fees at
+// least 25% higher, capped at the chain's ceiling. When no replacement
+// fits under the ceiling (nodes take one only at 10% more in tip and cap)
+// the payout needs attention, its signed transaction still followed, and
+// replacement returns no transaction.
+func (w *work) replacement(ctx context.Context, raw []byte, nonce uint64, age time.Duration) (*types.Transaction, common.Hash, error) {
+	old, err := decodeTx(raw)
+	if err != nil {
+		return nil, common.Hash{}, err
+	}
+	if old.To() == nil || old.Nonce() != nonce {
+		return nil, common.Hash{}, fmt.Errorf("stored transaction %s does not match payout %d", old.Hash().Hex(), w.p.id)
+	}
+	now, err := w.c.currentFees(ctx)
+	if err != nil {
+		return nil, common.Hash{}, err
+	}
+	prev := fees{tip: old.GasTipCap(), cap: old.GasFeeCap()}
+	f := w.c.clamp(bumpFees(prev, now))
+	if !replaces(f, prev) {
+		return nil, common.Hash{}, w.attentionSent(ctx, fmt.Sprintf("unmined for %s at fee cap %s wei (tip %s); the chain's fee ceiling %s wei allows no replacement: nonce %d blocks later payouts",
+			age.Round(time.Second), prev.cap, prev.tip, w.c.maxFee, old.Nonce()))
+	}
+	tx, err := w.e.signTx(w.c, old.Nonce(), *old.To(), old.Data(), old.Gas(), f)
+	if err != nil {
+		return nil, common.Hash{}, err
+	}
+	return tx, old.Hash(), nil
+}
+
+// bumped queues the log line and broadcast of a fee replacement.
+func (w *work) bumped(step string, tx *types.Transaction, old common.Hash, hashes []common.Hash) {
+	w.seen[tx.Hash()] = true
+	f := fees{tip: tx.GasTipCap(), cap: tx.GasFeeCap()}
+	w.events = append(w.events, event{outcome: outcomeBumped, step: step, hash: tx.Hash(), attrs: []any{
+		"replaces", old.Hex(), "nonce", tx.Nonce(), "tip", f.tip, "fee_cap", f.cap}})
+	w.sends = append(w.sends, send{tx: tx, step: step, first: true, hashes: append([]common.Hash{tx.Hash()}, hashes...)})
 }
 
 // callOutcome reads the runner's report from the receipt of a call
@@ -281,18 +313,21 @@ func (w *work) followFund(ctx context.Context) error {
 	if p.fundNonce == nil || p.runner == nil {
 		return fmt.Errorf("payout %d has a funding hash but no fund_nonce or runner_address", p.id)
 	}
-	hash := common.HexToHash(*p.fundHash)
-	r, _, stolen, err := w.c.lookup(ctx, w.e.from, uint64(*p.fundNonce), []common.Hash{hash})
+	hashes := p.fundHashes()
+	r, _, stolen, err := w.c.lookup(ctx, w.e.from, uint64(*p.fundNonce), hashes)
 	if err != nil {
 		return err
 	}
 	switch {
 	case stolen:
 		return w.attention(ctx, fmt.Sprintf("nonce %d of funding %s was used by another transaction: an operator must check the treasury's transactions",
-			*p.fundNonce, hash.Hex()))
+			*p.fundNonce, hashes[0].Hex()))
 	case r == nil:
-		w.seen[hash] = true
-		return w.rebroadcast("fund", p.fundRaw, []common.Hash{hash})
+		w.seen[hashes[0]] = true
+		if p.fundAge >= w.e.cfg.BumpAfter && p.status == "pending" {
+			return w.bumpFund(ctx, hashes)
+		}
+		return w.rebroadcast("fund", p.fundRaw, hashes)
 	case r.Status != types.ReceiptStatusSuccessful:
 		tx, _ := decodeTx(p.fundRaw)
 		return w.attention(ctx, "funding of runner "+p.runner.Hex()+" "+w.c.revertReason(ctx, tx, w.e.from, r))

@@ -108,8 +108,10 @@ var (
 func Retry(ctx context.Context, pg *pgxpool.Pool, id int64, operator, note string) error {
 	return act(ctx, pg, id, operator, note, "retry", func(ctx context.Context, tx pgx.Tx, p *parked) error {
 		if p.inFlight {
-			_, err := tx.Exec(ctx, `UPDATE payouts SET status = 'sent', attention_sent = false, error = NULL, failing_since = NULL
-				WHERE id = $1`, id)
+			// A funding in flight goes back to pending, whose follow
+			// bumps it; a main transaction to sent.
+			_, err := tx.Exec(ctx, `UPDATE payouts SET status = CASE WHEN tx_hash IS NULL THEN 'pending' ELSE 'sent' END,
+				attention_sent = false, error = NULL, failing_since = NULL WHERE id = $1`, id)
 			return err
 		}
 		if !p.calldata && p.txHash != "" {
@@ -118,8 +120,17 @@ func Retry(ctx context.Context, pg *pgxpool.Pool, id int64, operator, note strin
 				id, ErrTransferSigned, p.txHash, p.nonce, p.chainID)
 		}
 		// failing_since restarts: the executor's StuckAfter counts from
-		// the retry, not from the failures that parked it.
-		_, err := tx.Exec(ctx, `UPDATE payouts SET status = 'pending', error = NULL, failing_since = NULL WHERE id = $1`, id)
+		// the retry, not from the failures that parked it. A call payout
+		// parked at its funding (reverted, or its nonce taken) is funded
+		// afresh: that funding moved nothing, and should a reorg revive it
+		// after all, it lands at the runner before the execute (nonce
+		// order), which returns any excess to the treasury.
+		_, err := tx.Exec(ctx, `UPDATE payouts SET status = 'pending', error = NULL, failing_since = NULL,
+			fund_nonce = CASE WHEN tx_hash IS NULL THEN NULL ELSE fund_nonce END,
+			fund_tx_hash = CASE WHEN tx_hash IS NULL THEN NULL ELSE fund_tx_hash END,
+			fund_raw_tx = CASE WHEN tx_hash IS NULL THEN NULL ELSE fund_raw_tx END,
+			fund_prior_tx_hashes = CASE WHEN tx_hash IS NULL THEN '{}' ELSE fund_prior_tx_hashes END
+			WHERE id = $1`, id)
 		return err
 	})
 }

@@ -132,9 +132,13 @@ func (e *Executor) process(parent context.Context, id int64, seen map[common.Has
 func (w *work) run(ctx context.Context) error {
 	p := w.p
 	switch {
+	case p.status == "needs_attention" && p.txHash == nil:
+		// Claimed only with a transaction in flight (attention_sent):
+		// here the runner's funding. Follow it, never bump it.
+		return w.followFund(ctx)
 	case p.status == "sent" || p.status == "needs_attention":
-		// needs_attention is claimed only with a transaction in flight
-		// (attention_sent): follow it, never bump or re-sign.
+		// needs_attention: the main transaction is in flight; follow it,
+		// never bump or re-sign.
 		return w.follow(ctx)
 	case p.status == "mined" || p.status == "reverted" || p.status == "confirmed":
 		if p.status != "confirmed" && !p.receiptFinal && w.e.watchDue(p.id, true) {

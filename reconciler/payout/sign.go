@@ -151,7 +151,7 @@ func (w *work) signFund(ctx context.Context) error {
 		return w.waitOrFail(err)
 	}
 	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET from_address = $2, fund_nonce = $3, fund_tx_hash = $4, fund_raw_tx = $5,
-		runner_address = $6, call_gas = $7, error = NULL WHERE id = $1`,
+		runner_address = $6, call_gas = $7, fund_prior_tx_hashes = '{}', fund_sent_at = now(), error = NULL WHERE id = $1`,
 		p.id, hexAddr(w.e.from), int64(tx.Nonce()), tx.Hash().Hex(), raw, hexAddr(runner), int64(call.CallGas)); err != nil {
 		return fmt.Errorf("storing signed funding: %w", err)
 	}
@@ -198,7 +198,7 @@ func (w *work) signExecute(ctx context.Context) error {
 		return w.waitOrFail(err)
 	}
 	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET status = 'sent', nonce = $2, tx_hash = $3, raw_tx = $4, prior_tx_hashes = '{}',
-		sent_at = now(), error = NULL WHERE id = $1`, p.id, int64(tx.Nonce()), tx.Hash().Hex(), raw); err != nil {
+		sent_at = now(), error = NULL, attention_sent = false WHERE id = $1`, p.id, int64(tx.Nonce()), tx.Hash().Hex(), raw); err != nil {
 		return fmt.Errorf("storing signed execute: %w", err)
 	}
 	w.signed("execute", tx, outcomeSigned)

@@ -76,6 +76,10 @@ type row struct {
 	fundNonce *int64
 	fundHash  *string
 	fundRaw   []byte
+	// fundPrior are earlier signings of the funding's nonce (fee bumps);
+	// fundAge is how long ago the newest was stored.
+	fundPrior []string
+	fundAge   time.Duration
 	nonce     *int64
 	txHash    *string
 	rawTx     []byte
@@ -102,7 +106,8 @@ var errNotClaimed = errors.New("payout not claimed")
 // claim locks payout id if it is still open and nobody else holds it.
 func claim(ctx context.Context, tx pgx.Tx, id int64) (*row, error) {
 	const q = `SELECT id, session_id, kind, chain_id, token, to_address, amount::text, calldata, status,
-		runner_address, coalesce(call_gas, 0), fund_nonce, fund_tx_hash, fund_raw_tx, nonce, tx_hash, raw_tx, prior_tx_hashes,
+		runner_address, coalesce(call_gas, 0), fund_nonce, fund_tx_hash, fund_raw_tx, fund_prior_tx_hashes,
+		coalesce(extract(epoch FROM now() - fund_sent_at), 0)::float8, nonce, tx_hash, raw_tx, prior_tx_hashes,
 		receipt_block_number, receipt_block_hash, receipt_final, attention_sent, coalesce(error, ''),
 		coalesce(extract(epoch FROM now() - sent_at), 0)::float8
 		FROM payouts WHERE id = $1 AND ` + openCondition + ` FOR UPDATE SKIP LOCKED`
@@ -112,10 +117,10 @@ func claim(ctx context.Context, tx pgx.Tx, id int64) (*row, error) {
 		token, to, amount string
 		calldata, runner  *string
 		callGas           int64
-		age               float64
+		age, fundAge      float64
 	)
 	err := tx.QueryRow(ctx, q, id).Scan(&p.id, &p.sessionID, &p.kind, &chainID, &token, &to, &amount, &calldata, &p.status,
-		&runner, &callGas, &p.fundNonce, &p.fundHash, &p.fundRaw, &p.nonce, &p.txHash, &p.rawTx, &p.prior,
+		&runner, &callGas, &p.fundNonce, &p.fundHash, &p.fundRaw, &p.fundPrior, &fundAge, &p.nonce, &p.txHash, &p.rawTx, &p.prior,
 		&p.receiptBlock, &p.receiptHash, &p.receiptFinal, &p.attentionSent, &p.errMsg, &age)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, errNotClaimed
@@ -125,6 +130,7 @@ func claim(ctx context.Context, tx pgx.Tx, id int64) (*row, error) {
 	}
 	p.chainID = uint64(chainID)
 	p.sentAge = time.Duration(age * float64(time.Second))
+	p.fundAge = time.Duration(fundAge * float64(time.Second))
 	// A malformed row is reported, not guessed at: the reconciler wrote
 	// it, and paying a misread address cannot be undone.
 	if !common.IsHexAddress(token) || !common.IsHexAddress(to) {
@@ -157,6 +163,16 @@ func claim(ctx context.Context, tx pgx.Tx, id int64) (*row, error) {
 		}
 	}
 	return &p, nil
+}
+
+// fundHashes are every signing of the runner funding's nonce, newest
+// first.
+func (p *row) fundHashes() []common.Hash {
+	out := []common.Hash{common.HexToHash(*p.fundHash)}
+	for _, h := range p.fundPrior {
+		out = append(out, common.HexToHash(h))
+	}
+	return out
 }
 
 // hasCalldata reports whether the payout runs a merchant call (fund a

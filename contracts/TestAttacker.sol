@@ -8,7 +8,7 @@ interface IERC20Attack {
 }
 
 /// A hostile merchant destination for the delivery attack suite
-/// (reconciler/payout/attack_test.go). Whatever it takes goes to `thief`.
+/// (delivery/attack_test.go). Whatever it takes goes to `thief`.
 contract TestAttacker {
     address public immutable thief;
     /// Set when a re-entrant call made from reenter succeeded.

@@ -20,11 +20,11 @@ import (
 	"github.com/ethereum/go-ethereum/ethclient"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/settle-dev/settle/delivery"
 	"github.com/settle-dev/settle/internal/anvil"
 	"github.com/settle-dev/settle/internal/chain"
 	"github.com/settle-dev/settle/internal/hdwallet"
 	"github.com/settle-dev/settle/reconciler"
-	"github.com/settle-dev/settle/reconciler/payout"
 )
 
 // childEnv makes the test binary run a reconciler or a payout executor, so
@@ -103,17 +103,17 @@ func runChild(c childConfig) error {
 		}
 		return r.Run(ctx)
 	case "delivery":
-		clients := map[uint64]payout.ChainClient{}
-		fin := map[uint64]payout.Finality{}
+		clients := map[uint64]delivery.ChainClient{}
+		fin := map[uint64]delivery.Finality{}
 		for id, url := range c.RPC {
 			cl, err := ethclient.Dial(url)
 			if err != nil {
 				return err
 			}
 			clients[id] = cl
-			fin[id] = payout.Finality{Depth: c.FinalityDepth}
+			fin[id] = delivery.Finality{Depth: c.FinalityDepth}
 		}
-		ex, err := payout.New(payout.Config{Postgres: pg, Chains: clients, Finality: fin, Executors: c.Executors, Treasury: treasury,
+		ex, err := delivery.New(delivery.Config{Postgres: pg, Chains: clients, Finality: fin, Executors: c.Executors, Treasury: treasury,
 			Interval: 20 * time.Millisecond, RebroadcastAfter: time.Second, WatchEvery: 200 * time.Millisecond})
 		if err != nil {
 			return err

@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/settle-dev/settle/api"
+	"github.com/settle-dev/settle/delivery"
 	deliveryevm "github.com/settle-dev/settle/delivery/evm"
 	"github.com/settle-dev/settle/indexer"
 	"github.com/settle-dev/settle/indexer/evm"
@@ -38,7 +39,6 @@ import (
 	"github.com/settle-dev/settle/internal/mirror"
 	"github.com/settle-dev/settle/internal/store"
 	"github.com/settle-dev/settle/reconciler"
-	"github.com/settle-dev/settle/reconciler/payout"
 )
 
 const (
@@ -163,7 +163,7 @@ func newStack(t *testing.T, o options) *stack {
 	t.Cleanup(ts.Close)
 	s.url = ts.URL
 	g.Go(func() error { return mir.Run(gctx) })
-	clients := map[uint64]payout.ChainClient{}
+	clients := map[uint64]delivery.ChainClient{}
 	s.clients = map[uint64]reconciler.TxReader{}
 	var indexers []*indexer.Runner
 	for _, n := range []*anvil.Node{s.a, s.b} {
@@ -200,15 +200,15 @@ func newStack(t *testing.T, o options) *stack {
 	must(err)
 	if !o.external {
 		g.Go(func() error { return s.rec.Run(gctx) })
-		fin := map[uint64]payout.Finality{chainA: {Depth: o.finalityDepth, Tag: o.finalizedTag}, chainB: {Depth: o.finalityDepth, Tag: o.finalizedTag}}
-		pc := payout.Config{Postgres: s.db.PG, Chains: clients, Finality: fin, Executors: s.executors, Treasury: s.treasury, Logger: logger,
+		fin := map[uint64]delivery.Finality{chainA: {Depth: o.finalityDepth, Tag: o.finalizedTag}, chainB: {Depth: o.finalityDepth, Tag: o.finalizedTag}}
+		pc := delivery.Config{Postgres: s.db.PG, Chains: clients, Finality: fin, Executors: s.executors, Treasury: s.treasury, Logger: logger,
 			Interval: 100 * time.Millisecond, RebroadcastAfter: 2 * time.Second, WatchEvery: 200 * time.Millisecond}
 		if o.sweep {
 			pc.ReceiverKey = master.PrivateKey
 			pc.SweepMin = map[uint64]map[common.Address]*big.Int{chainA: {s.usdcA: big.NewInt(1_000_000)}, chainB: {s.usdcB: big.NewInt(1_000_000)}}
-			pc.Tokens = map[uint64][]payout.Token{chainA: {{Address: s.usdcA, Symbol: "USDC", Decimals: 6}}, chainB: {{Address: s.usdcB, Symbol: "USDC", Decimals: 6}}}
+			pc.Tokens = map[uint64][]delivery.Token{chainA: {{Address: s.usdcA, Symbol: "USDC", Decimals: 6}}, chainB: {{Address: s.usdcB, Symbol: "USDC", Decimals: 6}}}
 		}
-		ex, err := payout.New(pc)
+		ex, err := delivery.New(pc)
 		must(err)
 		g.Go(func() error { return ex.Run(gctx) })
 	}

@@ -12,7 +12,7 @@ import (
 // entry is one ledger line: a decision about one transfer or payout.
 type entry struct {
 	EntryID     string
-	Kind        string // deposit, exception, unapply, delivery, refund (operator: see payout.Retry)
+	Kind        string // deposit, exception, unapply, delivery, refund (operator: see delivery.Retry)
 	Reason      string
 	SessionID   string
 	MerchantID  string

@@ -35,7 +35,7 @@ func TestCopyLedgerCopiesOperatorEntries(t *testing.T) {
 		Token: "0xtoken", Symbol: "TUSD", Decimals: 6, From: "0xa", To: "0xb", TxHash: "0xt", Amount: big.NewInt(5), EventTime: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	// As payout.Retry writes it.
+	// As delivery.Retry writes it.
 	if _, err := tx.Exec(ctx, `INSERT INTO ledger_entries (entry_id, kind, reason, session_id, merchant_id, chain_id, token, symbol, decimals,
 		from_address, to_address, tx_hash, log_index, block_number, amount, event_time, operator, note)
 		VALUES ('operator:retry:7:1', 'operator', 'payout_retry', 's1', 'm1', 1, '0xtoken', 'TUSD', 6, '0xa', '0xb', '', 0, 0, 0, now(), 'alice', 'node fixed')`); err != nil {

@@ -12,8 +12,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/settle-dev/settle/delivery"
 	"github.com/settle-dev/settle/internal/chain"
-	"github.com/settle-dev/settle/reconciler/payout"
 )
 
 // cmdPayoutsList prints the payouts the executor parked in needs_attention.
@@ -27,7 +27,7 @@ func cmdPayoutsList(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	defer pg.Close()
-	list, err := payout.ListAttention(ctx, pg)
+	list, err := delivery.ListAttention(ctx, pg)
 	if err != nil {
 		return err
 	}
@@ -109,9 +109,9 @@ func cmdPayoutsAct(ctx context.Context, action string, args []string, stdout, st
 	defer pg.Close()
 	switch action {
 	case "retry":
-		err = payout.Retry(ctx, pg, id, operator, note)
+		err = delivery.Retry(ctx, pg, id, operator, note)
 	case "abandon":
-		err = payout.Abandon(ctx, pg, id, operator, note)
+		err = delivery.Abandon(ctx, pg, id, operator, note)
 	default:
 		err = errors.New("unknown action " + action)
 	}

@@ -13,8 +13,8 @@ import (
 
 	"github.com/ethereum/go-ethereum/common"
 
+	"github.com/settle-dev/settle/delivery"
 	"github.com/settle-dev/settle/internal/dbtest"
-	"github.com/settle-dev/settle/reconciler/payout"
 )
 
 func TestPayoutsCommands(t *testing.T) {
@@ -97,7 +97,7 @@ func TestPayoutsCommands(t *testing.T) {
 	if out, err := settle("payouts", "list"); err != nil || !strings.Contains(out, "no payouts need attention") {
 		t.Errorf("list after retry: %v\n%s", err, out)
 	}
-	if out, err := settle("payouts", "abandon", "-id", ids, "-note", "too late", "-operator", "dave"); !errors.Is(err, payout.ErrNotParked) {
+	if out, err := settle("payouts", "abandon", "-id", ids, "-note", "too late", "-operator", "dave"); !errors.Is(err, delivery.ErrNotParked) {
 		t.Errorf("abandon of a pending payout: %v\n%s", err, out)
 	}
 	if out, err := settle("payouts", "frobnicate"); err == nil || !strings.Contains(err.Error(), "unknown command") {

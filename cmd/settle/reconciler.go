@@ -19,10 +19,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/settle-dev/settle/delivery"
 	"github.com/settle-dev/settle/internal/chain"
 	"github.com/settle-dev/settle/internal/hdwallet"
 	"github.com/settle-dev/settle/reconciler"
-	"github.com/settle-dev/settle/reconciler/payout"
 )
 
 // reconcilerGroup adds the reconciler (attribution, settlement, ledger)
@@ -73,15 +73,15 @@ func deliveryGroup(ctx context.Context, g *errgroup.Group, cfg *fileConfig, pg *
 // newDeliveryExecutor builds the payout executor for every EVM chain of
 // cfg that has an rpc_url: it signs with the treasury key and sweeps with
 // the receivers' keys, both from master.
-func newDeliveryExecutor(ctx context.Context, cfg *fileConfig, pg *pgxpool.Pool, master *hdwallet.Master, logger *slog.Logger, reg prometheus.Registerer) (*payout.Executor, error) {
+func newDeliveryExecutor(ctx context.Context, cfg *fileConfig, pg *pgxpool.Pool, master *hdwallet.Master, logger *slog.Logger, reg prometheus.Registerer) (*delivery.Executor, error) {
 	key, err := master.TreasuryKey()
 	if err != nil {
 		return nil, err
 	}
 	sweepMin := map[uint64]map[common.Address]*big.Int{}
-	clients := map[uint64]payout.ChainClient{}
-	finality := map[uint64]payout.Finality{}
-	tokens := map[uint64][]payout.Token{}
+	clients := map[uint64]delivery.ChainClient{}
+	finality := map[uint64]delivery.Finality{}
+	tokens := map[uint64][]delivery.Token{}
 	executors := map[uint64]common.Address{}
 	callGas := map[uint64]uint64{}
 	maxFee := map[uint64]*big.Int{}
@@ -101,10 +101,10 @@ func newDeliveryExecutor(ctx context.Context, cfg *fileConfig, pg *pgxpool.Pool,
 		if c.MaxFeeGwei > 0 {
 			maxFee[c.ID] = new(big.Int).Mul(new(big.Int).SetUint64(c.MaxFeeGwei), big.NewInt(1_000_000_000))
 		}
-		finality[c.ID] = payout.Finality{Depth: c.FinalityDepth, Tag: c.Finality == "finalized"}
+		finality[c.ID] = delivery.Finality{Depth: c.FinalityDepth, Tag: c.Finality == "finalized"}
 		sweepMin[c.ID] = map[common.Address]*big.Int{}
 		for _, t := range c.Tokens {
-			tokens[c.ID] = append(tokens[c.ID], payout.Token{Address: common.HexToAddress(t.Address), Symbol: t.Symbol, Decimals: t.Decimals})
+			tokens[c.ID] = append(tokens[c.ID], delivery.Token{Address: common.HexToAddress(t.Address), Symbol: t.Symbol, Decimals: t.Decimals})
 			min, err := chain.ParseUnits(cmpOr(t.SweepMin, defaultSweepMin), t.Decimals)
 			if err != nil {
 				return nil, fmt.Errorf("chain %s token %s sweep_min: %w", c.Name, t.Symbol, err)
@@ -114,7 +114,7 @@ func newDeliveryExecutor(ctx context.Context, cfg *fileConfig, pg *pgxpool.Pool,
 			}
 		}
 	}
-	return payout.New(payout.Config{Postgres: pg, Chains: clients, Finality: finality, Tokens: tokens, Executors: executors, CallGas: callGas, MaxFeePerGas: maxFee,
+	return delivery.New(delivery.Config{Postgres: pg, Chains: clients, Finality: finality, Tokens: tokens, Executors: executors, CallGas: callGas, MaxFeePerGas: maxFee,
 		Treasury: key, ReceiverKey: master.PrivateKey, SweepMin: sweepMin, Logger: logger, Registerer: reg})
 }
 

@@ -1,7 +1,11 @@
-// Package payout executes the payouts the reconciler schedules: it signs
-// the treasury's transactions (an ERC-20 transfer, or approve + call when
-// the destination is a contract), stores each one in Postgres before
-// broadcasting it, and follows it until its receipt says mined or reverted.
+// Package delivery executes the payouts the reconciler schedules and
+// sweeps receivers into the treasury. It runs as `settle delivery`, holds
+// the master seed, and never imports the reconciler. It signs the
+// treasury's transactions (an ERC-20 transfer, or, for a destination with
+// calldata, the funding and execute of a single-use SettleExecutor runner:
+// see delivery/evm and contracts/SettleExecutor.sol), stores each one in
+// Postgres before broadcasting it, and follows it until its receipt is
+// final.
 //
 // Nothing is ever paid twice: a payout row is worked on only under its row
 // lock (SELECT … FOR UPDATE SKIP LOCKED), nonces come from treasury_nonces
@@ -9,7 +13,7 @@
 // stored transaction is only ever re-broadcast byte for byte or replaced
 // with the same nonce. Confirming a payout (the indexer saw the transfer
 // and it is final) is the reconciler's job, not this package's.
-package payout
+package delivery
 
 import (
 	"cmp"
@@ -136,7 +140,7 @@ type Executor struct {
 // New checks cfg and returns an Executor.
 func New(cfg Config) (*Executor, error) {
 	if cfg.Postgres == nil || cfg.Treasury == nil || len(cfg.Chains) == 0 {
-		return nil, errors.New("payout: Postgres, Treasury and at least one chain are required")
+		return nil, errors.New("delivery: Postgres, Treasury and at least one chain are required")
 	}
 	cfg.Interval = cmp.Or(cfg.Interval, 500*time.Millisecond)
 	cfg.RebroadcastAfter = cmp.Or(cfg.RebroadcastAfter, 15*time.Second)
@@ -144,12 +148,12 @@ func New(cfg Config) (*Executor, error) {
 	cfg.WatchEvery = cmp.Or(cfg.WatchEvery, 2*time.Second)
 	cfg.StuckAfter = cmp.Or(cfg.StuckAfter, 10*time.Minute)
 	if cfg.Interval < 0 || cfg.RebroadcastAfter < 0 || cfg.BumpAfter < 0 || cfg.WatchEvery < 0 || cfg.StuckAfter < 0 {
-		return nil, errors.New("payout: Interval, RebroadcastAfter, BumpAfter, WatchEvery and StuckAfter must not be negative")
+		return nil, errors.New("delivery: Interval, RebroadcastAfter, BumpAfter, WatchEvery and StuckAfter must not be negative")
 	}
 	chains := make(map[uint64]*chain, len(cfg.Chains))
 	for id, c := range cfg.Chains {
 		if c == nil || id == 0 {
-			return nil, fmt.Errorf("payout: chain %d has no client", id)
+			return nil, fmt.Errorf("delivery: chain %d has no client", id)
 		}
 		f := cfg.Finality[id]
 		if !f.Tag && f.Depth == 0 {
@@ -158,7 +162,7 @@ func New(cfg Config) (*Executor, error) {
 		ch := newChain(id, c, f, cfg.Interval)
 		if a, ok := cfg.Executors[id]; ok {
 			if a == (common.Address{}) {
-				return nil, fmt.Errorf("payout: chain %d: executor address is zero", id)
+				return nil, fmt.Errorf("delivery: chain %d: executor address is zero", id)
 			}
 			ch.executor = &a
 		}
@@ -168,7 +172,7 @@ func New(cfg Config) (*Executor, error) {
 		ch.maxFee = DefaultMaxFeePerGas
 		if m := cfg.MaxFeePerGas[id]; m != nil {
 			if m.Sign() <= 0 {
-				return nil, fmt.Errorf("payout: chain %d: max fee per gas must be positive", id)
+				return nil, fmt.Errorf("delivery: chain %d: max fee per gas must be positive", id)
 			}
 			ch.maxFee = m
 		}
@@ -178,23 +182,23 @@ func New(cfg Config) (*Executor, error) {
 		for token := range mins {
 			if !slices.ContainsFunc(cfg.Tokens[id], func(t Token) bool { return t.Address == token }) {
 				// The ledger records a sweep in the token's units.
-				return nil, fmt.Errorf("payout: chain %d: sweep threshold for token %s, which is not in Tokens", id, token.Hex())
+				return nil, fmt.Errorf("delivery: chain %d: sweep threshold for token %s, which is not in Tokens", id, token.Hex())
 			}
 		}
 	}
 	for id := range cfg.Executors {
 		if _, ok := chains[id]; !ok {
-			return nil, fmt.Errorf("payout: executor configured for chain %d, which has no client", id)
+			return nil, fmt.Errorf("delivery: executor configured for chain %d, which has no client", id)
 		}
 	}
 	for id := range cfg.Finality {
 		if _, ok := chains[id]; !ok {
-			return nil, fmt.Errorf("payout: finality configured for chain %d, which has no client", id)
+			return nil, fmt.Errorf("delivery: finality configured for chain %d, which has no client", id)
 		}
 	}
 	for id := range cfg.Tokens {
 		if _, ok := chains[id]; !ok {
-			return nil, fmt.Errorf("payout: tokens configured for chain %d, which has no client", id)
+			return nil, fmt.Errorf("delivery: tokens configured for chain %d, which has no client", id)
 		}
 	}
 	logger := cfg.Logger
@@ -207,7 +211,7 @@ func New(cfg Config) (*Executor, error) {
 		key:          cfg.Treasury,
 		from:         crypto.PubkeyToAddress(cfg.Treasury.PublicKey),
 		chains:       chains,
-		logger:       logger.With("component", "payout"),
+		logger:       logger.With("component", "delivery"),
 		metrics:      newMetrics(cfg.Registerer),
 		sweepMetrics: newSweepMetrics(cfg.Registerer),
 		lastSent:     make(map[common.Hash]time.Time),

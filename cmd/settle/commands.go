@@ -217,9 +217,11 @@ func cmdKeysNew(stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "master_seed:      %s\nevm_xpub:         %s\ntreasury_address: %s\n\n"+
 		"Keep master_seed secret and backed up: every receiver's and the treasury's private key derives from it.\n"+
-		"The API needs only evm_xpub (receivers.evm_xpub or SETTLE_EVM_XPUB); the reconciler the treasury address\n"+
-		"(treasury.address or SETTLE_TREASURY_ADDRESS); only `settle delivery` needs the seed (SETTLE_MASTER_SEED).\n"+
-		"Fund the treasury with gas and the destination tokens on every chain it pays on.\n",
+		"The API needs evm_xpub (receivers.evm_xpub or SETTLE_EVM_XPUB) and the treasury address (treasury.address\n"+
+		"or SETTLE_TREASURY_ADDRESS), the reconciler the treasury address; only `settle delivery` needs the seed (SETTLE_MASTER_SEED).\n"+
+		"Fund the treasury with gas and the destination tokens on every chain it pays on, then deploy the executor\n"+
+		"that runs merchant calldata on each chain (`settle delivery deploy -chain NAME`; set the address it prints\n"+
+		"as the chain's executor_address).\n",
 		hex.EncodeToString(seed), xpub, crypto.PubkeyToAddress(tk.PublicKey).Hex())
 	return nil
 }

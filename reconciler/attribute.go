@@ -41,6 +41,8 @@ type cursor struct {
 	number uint64
 	hash   string
 	ok     bool
+	// final is the final attributed block recorded (nil: none yet).
+	final *int64
 }
 
 // StepChain attributes the transfers of one batch of newly indexed blocks
@@ -99,10 +101,34 @@ func (r *Reconciler) StepChain(ctx context.Context, c *chain.Chain) (bool, error
 		cur = cursor{number: to, ok: true}
 	}
 	r.metrics.lagBlocks.WithLabelValues(c.Name).Set(float64(seen - min(seen, cur.number)))
-	if err := r.finalize(ctx, c, seen, opts); err != nil {
+	final, ok, err := r.finalize(ctx, c, seen, opts)
+	if err != nil {
 		return false, err
 	}
+	if ok && cur.ok && cur.number != ^uint64(0) {
+		if err := r.recordFinal(ctx, c.ID, min(final, cur.number), cur.final); err != nil {
+			return false, err
+		}
+	}
 	return more, nil
+}
+
+// recordFinal stores the newest block that is both final and attributed,
+// with its time: what Settle and expiry may treat as known for good.
+// stored is the number recorded before (nil: none).
+func (r *Reconciler) recordFinal(ctx context.Context, chainID, through uint64, stored *int64) error {
+	if stored != nil && uint64(*stored) == through {
+		return nil
+	}
+	hash, t, err := r.liveBlock(ctx, chainID, through)
+	if err != nil || hash == "" {
+		return err // not indexed (below the start block): nothing known yet
+	}
+	if _, err := r.cfg.Postgres.Exec(ctx, `UPDATE reconciler_cursors SET final_number = $2, final_block_time = $3 WHERE chain_id = $1`,
+		int64(chainID), int64(through), t); err != nil {
+		return fmt.Errorf("recording final attributed block: %w", err)
+	}
+	return nil
 }
 
 func (r *Reconciler) indexedHead(ctx context.Context, chainID uint64) (uint64, bool, error) {
@@ -120,7 +146,7 @@ func (r *Reconciler) indexedHead(ctx context.Context, chainID uint64) (uint64, b
 func (r *Reconciler) reconcilerCursor(ctx context.Context, chainID uint64) (cursor, error) {
 	var c cursor
 	var n int64
-	err := r.cfg.Postgres.QueryRow(ctx, `SELECT number, hash FROM reconciler_cursors WHERE chain_id = $1`, int64(chainID)).Scan(&n, &c.hash)
+	err := r.cfg.Postgres.QueryRow(ctx, `SELECT number, hash, final_number FROM reconciler_cursors WHERE chain_id = $1`, int64(chainID)).Scan(&n, &c.hash, &c.final)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return cursor{}, nil
 	}
@@ -322,13 +348,22 @@ type sessionRow struct {
 	hasPayout      bool
 }
 
+// lockSession takes the session's row lock, then reads what decisions
+// depend on. The lock comes first, in its own statement: under READ
+// COMMITTED a statement reads the snapshot from its start, so an
+// EXISTS(payouts) in the locking statement itself would not see a payout
+// committed by the transaction it waited for. Every statement after this
+// one sees everything committed before the lock was granted.
 func lockSession(ctx context.Context, tx pgx.Tx, id string) (sessionRow, error) {
 	s := sessionRow{id: id}
 	var status string
-	const q = `SELECT merchant_id, status, expires_at, EXISTS (SELECT 1 FROM payouts WHERE session_id = $1)
-		FROM sessions WHERE id = $1 FOR UPDATE`
-	if err := tx.QueryRow(ctx, q, id).Scan(&s.merchantID, &status, &s.expiresAt, &s.hasPayout); err != nil {
+	if err := tx.QueryRow(ctx, `SELECT status FROM sessions WHERE id = $1 FOR UPDATE`, id).Scan(&status); err != nil {
 		return s, fmt.Errorf("locking session %s: %w", id, err)
+	}
+	const q = `SELECT merchant_id, status, expires_at, EXISTS (SELECT 1 FROM payouts WHERE session_id = $1)
+		FROM sessions WHERE id = $1`
+	if err := tx.QueryRow(ctx, q, id).Scan(&s.merchantID, &status, &s.expiresAt, &s.hasPayout); err != nil {
+		return s, fmt.Errorf("reading locked session %s: %w", id, err)
 	}
 	s.status = session.Status(status)
 	return s, nil
@@ -361,9 +396,8 @@ func (r *Reconciler) ApplyDeposit(ctx context.Context, c *chain.Chain, t *Transf
 	if !allowlisted {
 		symbol, decimals = "", 0
 	}
-	var credited bool
+	var credited, moved, revived bool
 	var reason string
-	var moved bool
 	err := pgx.BeginFunc(ctx, r.cfg.Postgres, func(tx pgx.Tx) error {
 		s, err := lockSession(ctx, tx, rc.SessionID)
 		if err != nil {
@@ -374,22 +408,40 @@ func (r *Reconciler) ApplyDeposit(ctx context.Context, c *chain.Chain, t *Transf
 		const ins = `INSERT INTO deposits (chain_id, block_number, block_hash, block_time, tx_hash, log_index, token, from_address,
 			to_address, amount, receiver_id, session_id, credited, exception)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::numeric, $11, $12, $13, NULLIF($14, ''))
-			ON CONFLICT (chain_id, block_hash, tx_hash, log_index) DO NOTHING`
-		tag, err := tx.Exec(ctx, ins, int64(t.ChainID), int64(t.BlockNumber), t.BlockHash, t.BlockTime, t.TxHash, int32(t.LogIndex),
-			t.Token, t.From, t.To, t.Amount.String(), rc.ID, rc.SessionID, credited, reason)
+			ON CONFLICT (chain_id, block_hash, tx_hash, log_index) DO NOTHING RETURNING applications`
+		var applications int
+		err = tx.QueryRow(ctx, ins, int64(t.ChainID), int64(t.BlockNumber), t.BlockHash, t.BlockTime, t.TxHash, int32(t.LogIndex),
+			t.Token, t.From, t.To, t.Amount.String(), rc.ID, rc.SessionID, credited, reason).Scan(&applications)
+		if errors.Is(err, pgx.ErrNoRows) {
+			// Known already. Applied (seen or final): nothing to do. Orphaned:
+			// its block was replaced and is back (A→B→A), so the transfer is
+			// on the canonical chain again and counts again, classified
+			// against the session as it is now.
+			const revive = `UPDATE deposits SET status = 'seen', credited = $5, exception = NULLIF($6, ''), seen_at = now(),
+				orphaned_at = NULL, final_at = NULL, applications = applications + 1
+				WHERE chain_id = $1 AND block_hash = $2 AND tx_hash = $3 AND log_index = $4 AND status = 'orphaned'
+				RETURNING applications`
+			err = tx.QueryRow(ctx, revive, int64(t.ChainID), t.BlockHash, t.TxHash, int32(t.LogIndex), credited, reason).Scan(&applications)
+			if errors.Is(err, pgx.ErrNoRows) {
+				credited, reason = false, ""
+				return errAlreadyApplied
+			}
+			revived = true
+		}
 		if err != nil {
 			return fmt.Errorf("recording deposit: %w", err)
-		}
-		if tag.RowsAffected() == 0 {
-			credited, reason = false, "" // applied before: nothing to do
-			return errAlreadyApplied
 		}
 		kind := "deposit"
 		if !credited {
 			kind = "exception"
 		}
+		if credited {
+			if err := due(ctx, tx, s.id); err != nil {
+				return err
+			}
+		}
 		if err := recordLedger(ctx, tx, entry{
-			EntryID: fmt.Sprintf("%s:%d:%s:%s:%d", kind, t.ChainID, t.BlockHash, t.TxHash, t.LogIndex), Kind: kind, Reason: reason,
+			EntryID: applicationID(fmt.Sprintf("%s:%d:%s:%s:%d", kind, t.ChainID, t.BlockHash, t.TxHash, t.LogIndex), applications), Kind: kind, Reason: reason,
 			SessionID: s.id, MerchantID: s.merchantID, ChainID: t.ChainID, Token: t.Token, Symbol: symbol, Decimals: decimals,
 			From: t.From, To: t.To, TxHash: t.TxHash, LogIndex: t.LogIndex, BlockNumber: t.BlockNumber, Amount: t.Amount, EventTime: t.BlockTime,
 		}); err != nil {
@@ -426,6 +478,11 @@ func (r *Reconciler) ApplyDeposit(ctx context.Context, c *chain.Chain, t *Transf
 		return fmt.Errorf("applying deposit %s/%d: %w", t.TxHash, t.LogIndex, err)
 	}
 	r.metrics.deposits.WithLabelValues(c.Name, fmt.Sprint(credited)).Inc()
+	if revived {
+		r.metrics.revived.Inc()
+		r.logger.WarnContext(ctx, "deposit back on the canonical chain after a reorg; applied again", "session_id", rc.SessionID,
+			"tx_hash", t.TxHash, "block_hash", t.BlockHash, "credited", credited, "reason", reason)
+	}
 	if !credited {
 		r.metrics.exceptions.WithLabelValues(reason).Inc()
 		r.logger.InfoContext(ctx, "transfer to a receiver not credited", "session_id", rc.SessionID, "reason", reason, "tx_hash", t.TxHash)
@@ -438,6 +495,26 @@ func (r *Reconciler) ApplyDeposit(ctx context.Context, c *chain.Chain, t *Transf
 }
 
 var errAlreadyApplied = errors.New("already applied")
+
+// applicationID is the ledger entry id of a deposit's nth application:
+// the first keeps the plain id (entries written before re-application
+// existed), later ones carry n, so apply → unapply → re-apply → unapply
+// each have their own line.
+func applicationID(base string, n int) string {
+	if n <= 1 {
+		return base
+	}
+	return fmt.Sprintf("%s:%d", base, n)
+}
+
+// due makes a session due for Settle's next decision: something it
+// depends on changed.
+func due(ctx context.Context, tx pgx.Tx, sessionID string) error {
+	if _, err := tx.Exec(ctx, `UPDATE sessions SET settle_check_at = '-infinity', settle_wait = NULL WHERE id = $1`, sessionID); err != nil {
+		return fmt.Errorf("marking session %s due: %w", sessionID, err)
+	}
+	return nil
+}
 
 // setStatus moves a locked session and writes its outbox event.
 func (r *Reconciler) setStatus(ctx context.Context, tx pgx.Tx, s sessionRow, to session.Status) error {

@@ -2,6 +2,7 @@ package reconciler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/big"
 	"time"
@@ -15,18 +16,25 @@ import (
 // finalize re-checks a chain's pending deposits and payouts against the
 // live blocks: one a reorg removed is un-applied; one whose block is at
 // least FinalityDepth below the indexed head becomes final.
-func (r *Reconciler) finalize(ctx context.Context, c *chain.Chain, seen uint64, opts ChainOptions) error {
-	var final uint64
+//
+// It returns the final block number, with ok false while no block is final.
+func (r *Reconciler) finalize(ctx context.Context, c *chain.Chain, seen uint64, opts ChainOptions) (final uint64, ok bool, err error) {
 	switch {
 	case opts.Finalized != nil:
 		f, err := opts.Finalized(ctx)
 		if err != nil {
-			return fmt.Errorf("reading the finalized block: %w", err)
+			return 0, false, fmt.Errorf("reading the finalized block: %w", err)
 		}
-		final = min(f, seen)
+		final, ok = min(f, seen), true
 	case seen >= opts.FinalityDepth:
-		final = seen - opts.FinalityDepth
+		final, ok = seen-opts.FinalityDepth, true
 	}
+	return final, ok, r.settleFinal(ctx, c, seen, final)
+}
+
+// settleFinal un-applies what a reorg removed and finalizes what is final
+// (through block final) among the chain's pending deposits and payouts.
+func (r *Reconciler) settleFinal(ctx context.Context, c *chain.Chain, seen, final uint64) error {
 	type pending struct {
 		id, payoutID  int64
 		number        uint64
@@ -93,8 +101,8 @@ func (r *Reconciler) finalize(ctx context.Context, c *chain.Chain, seen uint64, 
 				return err
 			}
 		case p.number <= final:
-			if _, err := r.cfg.Postgres.Exec(ctx, `UPDATE deposits SET status = 'final', final_at = now() WHERE id = $1 AND status = 'seen'`, p.id); err != nil {
-				return fmt.Errorf("finalizing deposit %d: %w", p.id, err)
+			if err := r.finalDeposit(ctx, p.id, p.session); err != nil {
+				return err
 			}
 		}
 	}
@@ -116,6 +124,30 @@ func (r *Reconciler) finalize(ctx context.Context, c *chain.Chain, seen uint64, 
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+// finalDeposit marks a deposit final and, if it counts, makes its session
+// due for a decision, in one transaction that locks the session first (the
+// lock order of every path that changes deposits).
+func (r *Reconciler) finalDeposit(ctx context.Context, id int64, sessionID string) error {
+	err := pgx.BeginFunc(ctx, r.cfg.Postgres, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE`, sessionID); err != nil {
+			return err
+		}
+		var credited bool
+		err := tx.QueryRow(ctx, `UPDATE deposits SET status = 'final', final_at = now() WHERE id = $1 AND status = 'seen' RETURNING credited`, id).Scan(&credited)
+		if errors.Is(err, pgx.ErrNoRows) || err == nil && !credited {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return due(ctx, tx, sessionID)
+	})
+	if err != nil {
+		return fmt.Errorf("finalizing deposit %d: %w", id, err)
 	}
 	return nil
 }
@@ -146,10 +178,11 @@ func (r *Reconciler) unapply(ctx context.Context, c *chain.Chain, id int64) erro
 	var sessionID string
 	err := pgx.BeginFunc(ctx, r.cfg.Postgres, func(tx pgx.Tx) error {
 		var credited bool
+		var applications int
 		var d Transfer
 		var amount string
-		err := tx.QueryRow(ctx, `SELECT session_id, credited, chain_id, block_number, block_hash, block_time, tx_hash, log_index, token, from_address, to_address, amount::text
-			FROM deposits WHERE id = $1`, id).Scan(&sessionID, &credited, &d.ChainID, &d.BlockNumber, &d.BlockHash, &d.BlockTime, &d.TxHash, &d.LogIndex, &d.Token, &d.From, &d.To, &amount)
+		err := tx.QueryRow(ctx, `SELECT session_id, credited, applications, chain_id, block_number, block_hash, block_time, tx_hash, log_index, token, from_address, to_address, amount::text
+			FROM deposits WHERE id = $1`, id).Scan(&sessionID, &credited, &applications, &d.ChainID, &d.BlockNumber, &d.BlockHash, &d.BlockTime, &d.TxHash, &d.LogIndex, &d.Token, &d.From, &d.To, &amount)
 		if err != nil {
 			return fmt.Errorf("reading deposit %d: %w", id, err)
 		}
@@ -164,11 +197,16 @@ func (r *Reconciler) unapply(ctx context.Context, c *chain.Chain, id int64) erro
 		}
 		tok, _ := c.Token(d.Token)
 		if err := recordLedger(ctx, tx, entry{
-			EntryID: fmt.Sprintf("unapply:%d:%s:%s:%d", d.ChainID, d.BlockHash, d.TxHash, d.LogIndex), Kind: "unapply", Reason: unapplyReason(credited),
+			EntryID: applicationID(fmt.Sprintf("unapply:%d:%s:%s:%d", d.ChainID, d.BlockHash, d.TxHash, d.LogIndex), applications), Kind: "unapply", Reason: unapplyReason(credited),
 			SessionID: s.id, MerchantID: s.merchantID, ChainID: d.ChainID, Token: d.Token, Symbol: tok.Symbol, Decimals: tok.Decimals,
 			From: d.From, To: d.To, TxHash: d.TxHash, LogIndex: d.LogIndex, BlockNumber: d.BlockNumber, Amount: d.Amount, EventTime: d.BlockTime,
 		}); err != nil {
 			return err
+		}
+		if credited {
+			if err := due(ctx, tx, s.id); err != nil {
+				return err
+			}
 		}
 		if !credited || s.status != session.Processing || s.hasPayout {
 			return nil

@@ -10,6 +10,8 @@ type metrics struct {
 	toSucceeded     prometheus.Histogram
 	lagBlocks       *prometheus.GaugeVec
 	unapplied       prometheus.Counter
+	revived         prometheus.Counter
+	settleParked    *prometheus.CounterVec
 	payoutsCreated  *prometheus.CounterVec
 	payoutConfirmed *prometheus.CounterVec
 }
@@ -37,6 +39,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		payoutConfirmed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "settle_reconciler_payouts_confirmed_total",
 			Help: "Payouts seen final on chain, by kind."}, []string{"kind"}),
 	}
-	reg.MustRegister(m.deposits, m.exceptions, m.advanced, m.toProcessing, m.toSucceeded, m.lagBlocks, m.unapplied, m.payoutsCreated, m.payoutConfirmed)
+	m.revived = prometheus.NewCounter(prometheus.CounterOpts{Name: "settle_reconciler_deposits_revived_total",
+		Help: "Deposits a reorg removed whose block came back (A→B→A), applied again."})
+	m.settleParked = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "settle_reconciler_settle_parked_total",
+		Help: "Decisions that left a processing session waiting, by why (underpaid, unattributed, manual_refund, unsupported, error); the session leaves Settle's queue until then."},
+		[]string{"wait"})
+	reg.MustRegister(m.deposits, m.exceptions, m.advanced, m.toProcessing, m.toSucceeded, m.lagBlocks, m.unapplied, m.revived, m.settleParked,
+		m.payoutsCreated, m.payoutConfirmed)
 	return m
 }

@@ -43,24 +43,25 @@ func (d Decision) String() string {
 
 // Decide applies settle's amount rules to a session whose credited deposits
 // are all final. requested is nil for an open amount; credited is the sum of
-// credited deposits converted to the destination token's units.
+// credited deposits converted to the destination token's units; attributed
+// is the block time through which every configured chain's final blocks
+// have been attributed.
 //
 //   - open amount: deliver everything credited;
 //   - credited ≥ requested: deliver the requested amount; the surplus is
 //     recorded as an "overpaid" exception (held, visible to finance);
-//   - credited < requested: wait for top-ups until the session's deadline,
-//     then bounce (refund what was deposited).
-func Decide(requested, credited *big.Int, now, expiresAt time.Time) (d Decision, deliver, surplus *big.Int) {
-	if credited.Sign() <= 0 {
-		return Wait, nil, nil
-	}
-	if requested == nil {
+//   - credited < requested, or nothing deliverable at all (a credit that
+//     converts to 0 units of the destination token): wait for top-ups until
+//     the deadline has passed both on the clock and in the attributed
+//     final blocks (a top-up mined in time may not be attributed yet), then
+//     bounce (refund what was deposited, in its own token).
+func Decide(requested, credited *big.Int, now, expiresAt, attributed time.Time) (d Decision, deliver, surplus *big.Int) {
+	switch {
+	case credited.Sign() > 0 && requested == nil:
 		return Deliver, new(big.Int).Set(credited), new(big.Int)
-	}
-	if credited.Cmp(requested) >= 0 {
+	case credited.Sign() > 0 && credited.Cmp(requested) >= 0:
 		return Deliver, new(big.Int).Set(requested), new(big.Int).Sub(credited, requested)
-	}
-	if now.Before(expiresAt) {
+	case now.Before(expiresAt) || attributed.Before(expiresAt):
 		return Wait, nil, nil
 	}
 	return Bounce, nil, nil

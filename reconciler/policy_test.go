@@ -33,24 +33,28 @@ func TestDecide(t *testing.T) {
 	before, after := exp.Add(-time.Second), exp
 	n := func(v int64) *big.Int { return big.NewInt(v) }
 	tests := []struct {
-		name             string
-		requested        *big.Int
-		credited         *big.Int
-		now              time.Time
-		want             Decision
-		deliver, surplus string
+		name                string
+		requested, credited *big.Int
+		now, attributed     time.Time
+		want                Decision
+		deliver, surplus    string
 	}{
-		{"exact", n(100), n(100), before, Deliver, "100", "0"},
-		{"exact after deadline", n(100), n(100), after, Deliver, "100", "0"},
-		{"overpaid", n(100), n(130), before, Deliver, "100", "30"},
-		{"underpaid before deadline waits", n(100), n(60), before, Wait, "", ""},
-		{"underpaid at deadline bounces", n(100), n(60), after, Bounce, "", ""},
-		{"open amount delivers all", nil, n(42), before, Deliver, "42", "0"},
-		{"nothing credited", n(100), n(0), after, Wait, "", ""},
-		{"open amount, nothing credited", nil, n(0), after, Wait, "", ""},
+		{"exact", n(100), n(100), before, before, Deliver, "100", "0"},
+		{"exact after deadline", n(100), n(100), after, after, Deliver, "100", "0"},
+		{"exact after deadline, not attributed", n(100), n(100), after, before, Deliver, "100", "0"},
+		{"overpaid", n(100), n(130), before, before, Deliver, "100", "30"},
+		{"underpaid before deadline waits", n(100), n(60), before, before, Wait, "", ""},
+		{"underpaid at deadline bounces", n(100), n(60), after, after, Bounce, "", ""},
+		{"underpaid past deadline, not attributed through it, waits", n(100), n(60), after, before, Wait, "", ""},
+		{"attributed ahead of the clock still waits for the clock", n(100), n(60), before, after, Wait, "", ""},
+		{"open amount delivers all", nil, n(42), before, before, Deliver, "42", "0"},
+		{"nothing deliverable waits before deadline", n(100), n(0), before, before, Wait, "", ""},
+		{"nothing deliverable bounces at deadline", n(100), n(0), after, after, Bounce, "", ""},
+		{"open amount, nothing deliverable, waits before deadline", nil, n(0), before, before, Wait, "", ""},
+		{"open amount, nothing deliverable, bounces at deadline", nil, n(0), after, after, Bounce, "", ""},
 	}
 	for _, tt := range tests {
-		d, deliver, surplus := Decide(tt.requested, tt.credited, tt.now, exp)
+		d, deliver, surplus := Decide(tt.requested, tt.credited, tt.now, exp, tt.attributed)
 		str := func(v *big.Int) string {
 			if v == nil {
 				return ""

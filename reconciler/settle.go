@@ -10,40 +10,83 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/settle-dev/settle/internal/chain"
 	"github.com/settle-dev/settle/internal/session"
 )
 
-// settleBatch bounds the sessions one Settle pass looks at.
-const settleBatch = 200
+// settleBatch bounds the sessions one query of a Settle pass takes, and
+// settleBatches the queries per pass.
+const (
+	settleBatch   = 200
+	settleBatches = 10
+)
+
+// How long a session Settle could not act on waits before it is decided
+// again, unless something it depends on changes first (a deposit becoming
+// final, applied or removed makes it due at once).
+const (
+	// unattributedRecheck: past the deadline on the clock, but some
+	// chain's final blocks are not attributed through it yet.
+	unattributedRecheck = 5 * time.Second
+	// errorRecheck: deciding failed (a deposit on a chain no longer
+	// configured, a database error).
+	errorRecheck = time.Minute
+)
 
 // Settle schedules payouts: a delivery for each processing session whose
 // credited deposits are all final and sufficient (or an open amount), a
-// refund for each underpaid session past its deadline and for each delivery
-// whose contract call reverted in a block that is final (a call re-mined
-// after a reorg may succeed, and must not be refunded as well). Each
-// session gets at most one delivery and one refund (a unique key),
+// refund for each underpaid session whose deadline has passed (on the
+// clock and in every chain's attributed final blocks) and for each
+// delivery whose contract call reverted in a block that is final (a call
+// re-mined after a reorg may succeed, and must not be refunded as well).
+// Each session gets at most one delivery and one refund (a unique key),
 // whatever replays or concurrent reconcilers do.
+//
+// Its queue is ordered by when a session next needs a decision
+// (sessions.settle_check_at), not by when it last changed: a decision that
+// cannot act parks the session until its deadline, briefly while
+// attribution catches up, or until a person acts (a refund in several
+// tokens), so no number of such sessions delays another one. A session
+// whose decision fails is logged, parked for errorRecheck, and the pass
+// goes on.
 func (r *Reconciler) Settle(ctx context.Context) (bool, error) {
-	const ready = `SELECT s.id FROM sessions s
-		WHERE s.status = 'processing'
-		  AND NOT EXISTS (SELECT 1 FROM payouts p WHERE p.session_id = s.id)
-		  AND NOT EXISTS (SELECT 1 FROM deposits d WHERE d.session_id = s.id AND d.credited AND d.status = 'seen')
-		  AND EXISTS (SELECT 1 FROM deposits d WHERE d.session_id = s.id AND d.credited AND d.status = 'final')
-		ORDER BY s.updated_at LIMIT $1`
-	ids, err := r.ids(ctx, ready, settleBatch)
+	attributed, err := r.attributedThrough(ctx)
 	if err != nil {
 		return false, err
 	}
-	for _, id := range ids {
-		if err := r.decide(ctx, id); err != nil {
+	const ready = `SELECT s.id FROM sessions s
+		WHERE s.status = 'processing' AND s.settle_check_at <= $2
+		  AND NOT EXISTS (SELECT 1 FROM payouts p WHERE p.session_id = s.id)
+		  AND NOT EXISTS (SELECT 1 FROM deposits d WHERE d.session_id = s.id AND d.credited AND d.status = 'seen')
+		  AND EXISTS (SELECT 1 FROM deposits d WHERE d.session_id = s.id AND d.credited AND d.status = 'final')
+		ORDER BY s.settle_check_at, s.id LIMIT $1`
+	more := false
+	for range settleBatches {
+		now := r.cfg.Now()
+		ids, err := r.ids(ctx, ready, settleBatch, now)
+		if err != nil {
 			return false, err
 		}
+		for _, id := range ids {
+			if err := r.decide(ctx, id, attributed); err != nil {
+				if ctx.Err() != nil {
+					return false, ctx.Err()
+				}
+				r.decideFailed(ctx, id, now, err)
+			}
+		}
+		if more = len(ids) == settleBatch; !more {
+			break
+		}
 	}
-	const reverted = `SELECT p.session_id FROM payouts p
-		WHERE p.kind = 'delivery' AND p.status = 'reverted' AND p.receipt_final
+	// Bounced deliveries, oldest first; a session parked by its refund (in
+	// several tokens: a person decides) is not retried each pass.
+	const reverted = `SELECT p.session_id FROM payouts p JOIN sessions s ON s.id = p.session_id
+		WHERE p.kind = 'delivery' AND p.status = 'reverted' AND p.receipt_final AND s.settle_check_at <= $2
 		  AND NOT EXISTS (SELECT 1 FROM payouts q WHERE q.session_id = p.session_id AND q.kind = 'refund')
-		LIMIT $1`
-	bounced, err := r.ids(ctx, reverted, settleBatch)
+		ORDER BY p.id LIMIT $1`
+	now := r.cfg.Now()
+	bounced, err := r.ids(ctx, reverted, settleBatch, now)
 	if err != nil {
 		return false, err
 	}
@@ -52,14 +95,67 @@ func (r *Reconciler) Settle(ctx context.Context) (bool, error) {
 			r.logger.WarnContext(ctx, "delivery call reverted; refunding the deposit", "session_id", id)
 			return r.scheduleRefund(ctx, tx, s, d)
 		}); err != nil {
-			return false, err
+			if ctx.Err() != nil {
+				return false, ctx.Err()
+			}
+			r.decideFailed(ctx, id, now, err)
 		}
 	}
-	return len(ids) == settleBatch || len(bounced) == settleBatch, nil
+	return more || len(bounced) == settleBatch, nil
 }
 
-func (r *Reconciler) ids(ctx context.Context, q string, limit int) ([]string, error) {
-	rows, err := r.cfg.Postgres.Query(ctx, q, limit)
+// decideFailed logs a failed decision and parks the session for
+// errorRecheck, so it cannot hold the head of the queue.
+func (r *Reconciler) decideFailed(ctx context.Context, id string, now time.Time, err error) {
+	r.logger.ErrorContext(ctx, "settling session failed; retrying later", "session_id", id, "err", err, "retry_in", errorRecheck)
+	r.metrics.settleParked.WithLabelValues("error").Inc()
+	if _, perr := r.cfg.Postgres.Exec(ctx, `UPDATE sessions SET settle_check_at = $2, settle_wait = $3 WHERE id = $1`,
+		id, now.Add(errorRecheck), "error: "+err.Error()); perr != nil {
+		r.logger.ErrorContext(ctx, "parking session after a failed decision failed", "session_id", id, "err", perr)
+	}
+}
+
+// park leaves a locked session out of Settle's queue until `until`
+// (infinity: until something it depends on changes), saying why.
+func (r *Reconciler) park(ctx context.Context, tx pgx.Tx, id string, until time.Time, infinite bool, wait string) error {
+	r.metrics.settleParked.WithLabelValues(wait).Inc()
+	var at any = until
+	if infinite {
+		at = "infinity"
+	}
+	if _, err := tx.Exec(ctx, `UPDATE sessions SET settle_check_at = $2::timestamptz, settle_wait = $3 WHERE id = $1`, id, at, wait); err != nil {
+		return fmt.Errorf("parking session %s: %w", id, err)
+	}
+	return nil
+}
+
+// attributedThrough is the block time through which every configured
+// EVM chain's reconciler has attributed final blocks: the earliest of
+// them, or the zero time while any chain has attributed none (a chain that
+// has not started yet may still hold a deposit made in time).
+func (r *Reconciler) attributedThrough(ctx context.Context) (time.Time, error) {
+	chains := r.cfg.Chains.ByFamily(chain.FamilyEVM)
+	if len(chains) == 0 {
+		return time.Time{}, nil
+	}
+	ids := make([]int64, len(chains))
+	for i, c := range chains {
+		ids[i] = int64(c.ID)
+	}
+	var n int
+	var t *time.Time
+	err := r.cfg.Postgres.QueryRow(ctx, `SELECT count(final_block_time), min(final_block_time) FROM reconciler_cursors WHERE chain_id = ANY($1)`, ids).Scan(&n, &t)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("reading attributed final block times: %w", err)
+	}
+	if n < len(ids) || t == nil {
+		return time.Time{}, nil
+	}
+	return *t, nil
+}
+
+func (r *Reconciler) ids(ctx context.Context, q string, limit int, now time.Time) ([]string, error) {
+	rows, err := r.cfg.Postgres.Query(ctx, q, limit, now)
 	if err != nil {
 		return nil, fmt.Errorf("finding sessions to settle: %w", err)
 	}
@@ -75,6 +171,8 @@ type destination struct {
 	calldata, refundAddress        string
 	expiresAt                      time.Time
 	deposits                       []finalDeposit
+	// pending: a credited deposit is not final yet.
+	pending bool
 }
 
 type finalDeposit struct {
@@ -135,16 +233,23 @@ func (r *Reconciler) inSession(ctx context.Context, id string, fn func(pgx.Tx, s
 		if err := rows.Err(); err != nil {
 			return err
 		}
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM deposits WHERE session_id = $1 AND credited AND status = 'seen')`, id).Scan(&d.pending); err != nil {
+			return fmt.Errorf("reading pending deposits of %s: %w", id, err)
+		}
 		return fn(tx, s, d)
 	})
 }
 
-// decide applies the amount rules (Decide) to one session.
-func (r *Reconciler) decide(ctx context.Context, id string) error {
+// decide applies the amount rules (Decide) to one session. Everything it
+// depends on is read under the session's lock: the deposits, and whether a
+// credited deposit arrived that is not final yet (then it waits: the
+// deposit's finality makes the session due again).
+func (r *Reconciler) decide(ctx context.Context, id string, attributed time.Time) error {
 	return r.inSession(ctx, id, func(tx pgx.Tx, s sessionRow, d *destination) error {
-		if s.status != session.Processing || s.hasPayout || len(d.deposits) == 0 {
+		if s.status != session.Processing || s.hasPayout || len(d.deposits) == 0 || d.pending {
 			return nil
 		}
+		now := r.cfg.Now()
 		total := new(big.Int)
 		for _, fd := range d.deposits {
 			c, ok := r.cfg.Chains.Chain(fd.chainID)
@@ -155,16 +260,19 @@ func (r *Reconciler) decide(ctx context.Context, id string) error {
 			v, _ := Convert(fd.amount, tok.Decimals, d.decimals)
 			total.Add(total, v)
 		}
-		decision, deliver, surplus := Decide(d.requested, total, r.cfg.Now(), d.expiresAt)
+		decision, deliver, surplus := Decide(d.requested, total, now, d.expiresAt, attributed)
 		switch decision {
 		case Wait:
-			return nil
+			if now.Before(d.expiresAt) {
+				return r.park(ctx, tx, id, d.expiresAt, false, "underpaid")
+			}
+			return r.park(ctx, tx, id, now.Add(unattributedRecheck), false, "unattributed")
 		case Bounce:
 			return r.scheduleRefund(ctx, tx, s, d)
 		}
 		if d.typ != "evm" {
 			r.logger.WarnContext(ctx, "cannot deliver: destination type not supported yet; session stays processing", "session_id", id, "type", d.typ)
-			return nil
+			return r.park(ctx, tx, id, time.Time{}, true, "unsupported")
 		}
 		if err := r.insertPayout(ctx, tx, id, "delivery", d.chainID, d.token, d.address, deliver, d.calldata); err != nil {
 			return err
@@ -173,7 +281,7 @@ func (r *Reconciler) decide(ctx context.Context, id string) error {
 			err := recordLedger(ctx, tx, entry{
 				EntryID: "overpaid:" + id, Kind: "exception", Reason: ReasonOverpaid, SessionID: id, MerchantID: s.merchantID,
 				ChainID: d.chainID, Token: strings.ToLower(d.token), Decimals: d.decimals, To: strings.ToLower(d.address),
-				Amount: surplus, EventTime: r.cfg.Now(),
+				Amount: surplus, EventTime: now,
 			})
 			if err != nil {
 				return err
@@ -197,8 +305,11 @@ func (r *Reconciler) scheduleRefund(ctx context.Context, tx pgx.Tx, s sessionRow
 	for _, fd := range d.deposits {
 		if fd.chainID != first.chainID || fd.token != first.token {
 			r.logger.WarnContext(ctx, "deposits in several tokens; refund needs manual action", "session_id", s.id)
-			return recordLedger(ctx, tx, entry{EntryID: "manual_refund:" + s.id, Kind: "exception", Reason: ReasonManualRefund,
-				SessionID: s.id, MerchantID: s.merchantID, ChainID: first.chainID, Token: first.token, Amount: new(big.Int), EventTime: r.cfg.Now()})
+			if err := recordLedger(ctx, tx, entry{EntryID: "manual_refund:" + s.id, Kind: "exception", Reason: ReasonManualRefund,
+				SessionID: s.id, MerchantID: s.merchantID, ChainID: first.chainID, Token: first.token, Amount: new(big.Int), EventTime: r.cfg.Now()}); err != nil {
+				return err
+			}
+			return r.park(ctx, tx, s.id, time.Time{}, true, ReasonManualRefund)
 		}
 		sum.Add(sum, fd.amount)
 	}

@@ -70,12 +70,14 @@ func (r *Reconciler) StepChain(ctx context.Context, c *chain.Chain) (bool, error
 	}
 	// The block at the cursor may have been replaced by a reorg since:
 	// step back and read again (attribution is idempotent).
-	if cur.ok && cur.hash != "" {
+	// A cursor without a hash (stored by older versions when the block
+	// was missing mid-rewind) counts as replaced.
+	if cur.ok {
 		live, _, err := r.liveBlock(ctx, c.ID, cur.number)
 		if err != nil {
 			return false, err
 		}
-		if live != cur.hash {
+		if live != cur.hash || live == "" {
 			back := min(cur.number+1, opts.MaxReorgDepth)
 			r.logger.WarnContext(ctx, "block at reconciler cursor was replaced; re-reading", "chain", c.Name, "number", cur.number, "back", back)
 			cur = cursor{number: cur.number - back, ok: true}
@@ -86,12 +88,33 @@ func (r *Reconciler) StepChain(ctx context.Context, c *chain.Chain) (bool, error
 	if from <= seen {
 		to := min(seen, from+r.cfg.BatchBlocks-1)
 		more = to < seen
+		// The range is read between two reads of its last block: if the
+		// indexer replaced it meanwhile (a rewind replaces every block
+		// from the fork point up), what was read may be the old fork, and
+		// the cursor must not move onto the new one unread. Nothing is
+		// lost by retrying: attribution is idempotent, and what the old
+		// fork applied is un-applied by finalize.
+		before, _, err := r.liveBlock(ctx, c.ID, to)
+		if err != nil {
+			return false, err
+		}
+		if before == "" {
+			r.logger.InfoContext(ctx, "indexed block missing (indexer rewinding?); retrying", "chain", c.Name, "number", to)
+			return false, nil
+		}
 		if err := r.attributeRange(ctx, c, from, to); err != nil {
 			return false, err
+		}
+		if r.afterRead != nil {
+			r.afterRead()
 		}
 		hash, t, err := r.liveBlock(ctx, c.ID, to)
 		if err != nil {
 			return false, err
+		}
+		if hash != before {
+			r.logger.WarnContext(ctx, "indexer replaced blocks while the reconciler read them; reading again", "chain", c.Name, "number", to)
+			return true, nil
 		}
 		const q = `INSERT INTO reconciler_cursors (chain_id, number, hash, block_time) VALUES ($1, $2, $3, $4)
 			ON CONFLICT (chain_id) DO UPDATE SET number = excluded.number, hash = excluded.hash, block_time = excluded.block_time, updated_at = now()`

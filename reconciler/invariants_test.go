@@ -342,3 +342,52 @@ func TestBounceOnceDeadlineIsFinal(t *testing.T) {
 		t.Fatalf("payouts %v, want one refund of 5 USDC", got)
 	}
 }
+
+// An indexer rewind between the reconciler's read of a range's transfers
+// and its read of the cursor block's hash must not move the cursor onto
+// the new fork: the new fork's blocks were not attributed, and a deposit
+// in them would be lost.
+func TestCursorDoesNotSkipAForkWrittenMidStep(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	id, rc := h.session(sessionOpts{amount: units(10, 6)})
+	h.block(1, "0xa1")
+	h.block(2, "0xa2")
+	h.block(3, "0xa3")
+	pay := xfer{token: usdc, from: payer, to: rc, amount: units(10, 6), tx: "0x" + strings.Repeat("8", 64)}
+	h.r.afterRead = func() {
+		h.r.afterRead = nil
+		// The indexer finds blocks 2 and 3 replaced, and writes the new
+		// fork, whose block 2 carries the deposit.
+		h.orphan(2, "0xa2")
+		h.orphan(3, "0xa3")
+		h.block(2, "0xb2", pay)
+		h.block(3, "0xb3")
+	}
+	h.step()
+	h.block(4, "0xb4")
+	h.block(5, "0xb5")
+	h.step()
+	if got := h.status(id); got != session.Processing {
+		t.Fatalf("status %s, want processing: the deposit in the new fork's block 2 was never attributed", got)
+	}
+	if got, want := h.deposits(id), []string{"final/true"}; !slices.Equal(got, want) {
+		t.Fatalf("deposits %v, want %v", got, want)
+	}
+}
+
+// A cursor stored with no hash (as a rewind mid-step used to leave it)
+// is treated as replaced: its range is read again.
+func TestCursorWithoutHashIsReread(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	id, rc := h.session(sessionOpts{amount: units(10, 6)})
+	h.block(1, "0xa1", xfer{token: usdc, from: payer, to: rc, amount: units(10, 6), tx: "0x" + strings.Repeat("9", 64)})
+	if _, err := h.pg.Exec(h.ctx, `INSERT INTO reconciler_cursors (chain_id, number, hash, block_time) VALUES ($1, 1, '', 'epoch')`, testChainID); err != nil {
+		t.Fatal(err)
+	}
+	h.step()
+	if got := h.status(id); got != session.Processing {
+		t.Fatalf("status %s, want processing: block 1 was never read", got)
+	}
+}

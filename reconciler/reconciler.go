@@ -55,6 +55,9 @@ type Reconciler struct {
 	cfg     Config
 	logger  *slog.Logger
 	metrics *metrics
+	// afterRead, if set, runs between StepChain's read of a range and its
+	// re-check of the range's last block (tests: an indexer rewind there).
+	afterRead func()
 }
 
 // New checks cfg and returns a Reconciler.

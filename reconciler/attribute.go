@@ -29,12 +29,13 @@ type Transfer struct {
 
 // Exception reasons: why a transfer to one of our receivers is not credited.
 const (
-	ReasonWrongToken   = "wrong_token"            // not an allowlisted token of that chain
-	ReasonLate         = "late"                   // mined after the session's deadline
-	ReasonFinished     = "after_session_finished" // the session already settled or is settling
-	ReasonOverpaid     = "overpaid"               // surplus beyond the requested amount (held)
-	ReasonManualRefund = "manual_refund"          // deposits in several tokens: refund needs a person
-	ReasonCallReturned = "call_returned"          // the merchant's call took less than the payout; the rest is back in the treasury (held)
+	ReasonWrongToken     = "wrong_token"            // not an allowlisted token of that chain
+	ReasonLate           = "late"                   // mined after the session's deadline
+	ReasonFinished       = "after_session_finished" // the session already settled or is settling
+	ReasonOverpaid       = "overpaid"               // surplus beyond the requested amount (held)
+	ReasonManualRefund   = "manual_refund"          // deposits in several tokens: refund needs a person
+	ReasonCallReturned   = "call_returned"          // the merchant's call took less than the payout; the rest is back in the treasury (held)
+	ReasonConversionDust = "conversion_dust"        // below one unit of the destination token after conversion (held)
 )
 
 type cursor struct {

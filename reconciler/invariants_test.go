@@ -391,3 +391,32 @@ func TestCursorWithoutHashIsReread(t *testing.T) {
 		t.Fatalf("status %s, want processing: block 1 was never read", got)
 	}
 }
+
+// Converting a deposit to the destination's decimals truncates; the part
+// below one destination unit stays in the treasury and is recorded as a
+// conversion_dust exception in the deposit's own token, so the statement's
+// variance is accounted for to the last unit.
+func TestConversionDustIsRecorded(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	id, rc := h.session(sessionOpts{})
+	paid := new(big.Int).Add(units(10, 18), big.NewInt(123_456_789_012)) // 10.000000123456789012 DAI
+	h.block(1, "0xa1", xfer{token: dai, from: payer, to: rc, amount: paid, tx: "0x" + strings.Repeat("a", 64)})
+	h.block(2, "0xa2")
+	h.block(3, "0xa3")
+	h.step()
+	if _, err := h.r.Settle(h.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.payouts(id); got["delivery"] != "10000000" {
+		t.Fatalf("payouts %v, want a delivery of 10.000000 USDC", got)
+	}
+	var token, amount string
+	if err := h.pg.QueryRow(h.ctx, `SELECT token, amount::text FROM ledger_entries WHERE session_id = $1 AND kind = 'exception' AND reason = $2`,
+		id, ReasonConversionDust).Scan(&token, &amount); err != nil {
+		t.Fatalf("no conversion_dust entry: %v (ledger %v)", err, h.ledger(id))
+	}
+	if token != dai || amount != "123456789012" {
+		t.Fatalf("dust entry %s %s, want %s 123456789012", amount, token, dai)
+	}
+}

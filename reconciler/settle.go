@@ -176,6 +176,7 @@ type destination struct {
 }
 
 type finalDeposit struct {
+	id          int64
 	chainID     uint64
 	token, from string
 	amount      *big.Int
@@ -212,7 +213,7 @@ func (r *Reconciler) inSession(ctx context.Context, id string, fn func(pgx.Tx, s
 		if refund != nil {
 			d.refundAddress = *refund
 		}
-		rows, err := tx.Query(ctx, `SELECT chain_id, token, from_address, amount::text FROM deposits
+		rows, err := tx.Query(ctx, `SELECT id, chain_id, token, from_address, amount::text FROM deposits
 			WHERE session_id = $1 AND credited AND status = 'final' ORDER BY block_time, id`, id)
 		if err != nil {
 			return fmt.Errorf("reading deposits of %s: %w", id, err)
@@ -221,7 +222,7 @@ func (r *Reconciler) inSession(ctx context.Context, id string, fn func(pgx.Tx, s
 			var fd finalDeposit
 			var c int64
 			var amount string
-			if err := rows.Scan(&c, &fd.token, &fd.from, &amount); err != nil {
+			if err := rows.Scan(&fd.id, &c, &fd.token, &fd.from, &amount); err != nil {
 				rows.Close()
 				return err
 			}
@@ -251,14 +252,20 @@ func (r *Reconciler) decide(ctx context.Context, id string, attributed time.Time
 		}
 		now := r.cfg.Now()
 		total := new(big.Int)
+		var dust []entry
 		for _, fd := range d.deposits {
 			c, ok := r.cfg.Chains.Chain(fd.chainID)
 			if !ok {
 				return fmt.Errorf("deposit on unconfigured chain %d", fd.chainID)
 			}
 			tok, _ := c.Token(fd.token)
-			v, _ := Convert(fd.amount, tok.Decimals, d.decimals)
+			v, rest := Convert(fd.amount, tok.Decimals, d.decimals)
 			total.Add(total, v)
+			if rest.Sign() > 0 {
+				dust = append(dust, entry{EntryID: fmt.Sprintf("%s:%s:%d", ReasonConversionDust, id, fd.id), Kind: "exception", Reason: ReasonConversionDust,
+					SessionID: id, MerchantID: s.merchantID, ChainID: fd.chainID, Token: fd.token, Symbol: tok.Symbol, Decimals: tok.Decimals,
+					From: fd.from, Amount: rest, EventTime: now})
+			}
 		}
 		decision, deliver, surplus := Decide(d.requested, total, now, d.expiresAt, attributed)
 		switch decision {
@@ -276,6 +283,14 @@ func (r *Reconciler) decide(ctx context.Context, id string, attributed time.Time
 		}
 		if err := r.insertPayout(ctx, tx, id, "delivery", d.chainID, d.token, d.address, deliver, d.calldata); err != nil {
 			return err
+		}
+		// What truncation left of each deposit stays in the treasury
+		// (a refund, by contrast, returns deposits whole).
+		for _, e := range dust {
+			if err := recordLedger(ctx, tx, e); err != nil {
+				return err
+			}
+			r.metrics.exceptions.WithLabelValues(ReasonConversionDust).Inc()
 		}
 		if surplus.Sign() > 0 {
 			err := recordLedger(ctx, tx, entry{

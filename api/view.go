@@ -1,8 +1,6 @@
 package api
 
 import (
-	"github.com/ethereum/go-ethereum/common"
-
 	"github.com/settle-dev/settle/internal/chain"
 	"github.com/settle-dev/settle/internal/session"
 )
@@ -51,14 +49,21 @@ type paymentMethodJSON struct {
 	Source          *session.Source `json:"source,omitempty"`
 }
 
+// publicView renders a session for the wire. EVM addresses (destination,
+// token, receiver, source) leave the API EIP-55 encoded whatever case they
+// were sent or stored in: the published client's types say "checksum
+// encoded" and key their token table by the checksummed address. Storage
+// keeps what it has; only this view changes them. Addresses of other
+// families (base58) are case-sensitive and go out as they are.
 func publicView(s *session.Session, status session.Status) sessionPublic {
 	d := s.Destination
+	evmDest := d.Type == string(chain.FamilyEVM)
 	v := sessionPublic{
 		SessionID: s.ID,
 		Status:    status,
 		Destination: destinationJSON{
-			Type: d.Type, Address: d.Address, ChainID: d.ChainID, ChainName: d.ChainName,
-			TokenAddress: d.TokenAddress, TokenSymbol: d.TokenSymbol, AmountUnits: d.AmountUnits,
+			Type: d.Type, Address: addressOut(evmDest, d.Address), ChainID: d.ChainID, ChainName: d.ChainName,
+			TokenAddress: addressOut(evmDest, d.TokenAddress), TokenSymbol: d.TokenSymbol, AmountUnits: d.AmountUnits,
 			Calldata: d.Calldata,
 		},
 		Display:   s.Display,
@@ -69,14 +74,31 @@ func publicView(s *session.Session, status session.Status) sessionPublic {
 		v.Destination.Delivery = &deliveryJSON{TxHash: d.Delivery.TxHash, ReceivedUnits: d.Delivery.ReceivedUnits}
 	}
 	if pm := s.PaymentMethod; pm != nil {
-		v.PaymentMethod = &paymentMethodJSON{Type: pm.Type, FiatMethod: pm.FiatMethod, CreatedAt: pm.CreatedAt.Unix(), Source: pm.Source}
-		if pm.Type == string(chain.FamilyEVM) && pm.ReceiverAddress != "" {
-			v.PaymentMethod.ReceiverAddress = chain.ChecksumAddress(common.HexToAddress(pm.ReceiverAddress))
-		} else {
-			v.PaymentMethod.ReceiverAddress = pm.ReceiverAddress
+		// An evm payment method's receiver and deposit are on EVM chains.
+		evm := pm.Type == string(chain.FamilyEVM)
+		v.PaymentMethod = &paymentMethodJSON{Type: pm.Type, ReceiverAddress: addressOut(evm, pm.ReceiverAddress),
+			FiatMethod: pm.FiatMethod, CreatedAt: pm.CreatedAt.Unix()}
+		if pm.Source != nil {
+			src := *pm.Source // a copy: the session is not the view's to change
+			src.Address, src.TokenAddress = addressOut(evm, src.Address), addressOut(evm, src.TokenAddress)
+			v.PaymentMethod.Source = &src
 		}
 	}
 	return v
+}
+
+// addressOut is an address as the API returns it: EIP-55 when evm and a
+// well-formed EVM address, otherwise unchanged (other families' addresses,
+// and "" for an absent one).
+func addressOut(evm bool, a string) string {
+	if !evm {
+		return a
+	}
+	parsed, err := chain.ParseEVMAddress(a)
+	if err != nil {
+		return a
+	}
+	return chain.ChecksumAddress(parsed)
 }
 
 func fullView(s *session.Session, status session.Status) sessionFull {

@@ -343,20 +343,31 @@ func TestFinanceQueries(t *testing.T) {
 
 	var id string
 	var in, delivered, refunded, held, variance, swept, inReceiver, sweepGas decimal.Decimal
+	var wrongToken int64
 	err = s.db.CH.QueryRow(ctx, strings.ReplaceAll(finance.SessionStatement, "SESSION_ID", over)).
-		Scan(&id, &in, &delivered, &refunded, &held, &variance, &swept, &inReceiver, &sweepGas)
+		Scan(&id, &in, &delivered, &refunded, &held, &variance, &swept, &inReceiver, &sweepGas, &wrongToken)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e12 := decimal.New(1, 12)
 	if !in.Equal(decimal.NewFromInt(12_500_000).Mul(e12)) || !delivered.Equal(decimal.NewFromInt(10_000_000).Mul(e12)) ||
-		!refunded.IsZero() || !held.Equal(decimal.NewFromInt(2_500_000).Mul(e12)) || !variance.Equal(held) {
-		t.Errorf("statement of the overpaid session: in %s delivered %s refunded %s held %s variance %s", in, delivered, refunded, held, variance)
+		!refunded.IsZero() || !held.Equal(decimal.NewFromInt(2_500_000).Mul(e12)) || !variance.Equal(held) || wrongToken != 0 {
+		t.Errorf("statement of the overpaid session: in %s delivered %s refunded %s held %s variance %s wrong-token transfers %d",
+			in, delivered, refunded, held, variance, wrongToken)
 	}
 	// This stack does not sweep: everything deposited is still in the
 	// receiver (TestSweepStatement covers a swept session).
 	if !swept.IsZero() || !inReceiver.Equal(in) || !sweepGas.IsZero() {
 		t.Errorf("statement of the unswept session: swept %s in receiver %s sweep gas %s", swept, inReceiver, sweepGas)
+	}
+	// The look-alike token is no money of the session's: counted apart.
+	err = s.db.CH.QueryRow(ctx, strings.ReplaceAll(finance.SessionStatement, "SESSION_ID", fake)).
+		Scan(&id, &in, &delivered, &refunded, &held, &variance, &swept, &inReceiver, &sweepGas, &wrongToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !in.IsZero() || !held.IsZero() || wrongToken != 1 {
+		t.Errorf("statement of the look-alike token's session: in %s held %s wrong-token transfers %d, want 0, 0 and 1", in, held, wrongToken)
 	}
 }
 

@@ -112,8 +112,9 @@ func TestSweepStatement(t *testing.T) {
 	for {
 		var sid string
 		var in, delivered, refunded, held, variance, swept, inReceiver, sweepGas decimal.Decimal
+		var wrongToken int64
 		err := s.db.CH.QueryRow(ctx, strings.ReplaceAll(finance.SessionStatement, "SESSION_ID", id)).
-			Scan(&sid, &in, &delivered, &refunded, &held, &variance, &swept, &inReceiver, &sweepGas)
+			Scan(&sid, &in, &delivered, &refunded, &held, &variance, &swept, &inReceiver, &sweepGas, &wrongToken)
 		// sweep and sweep_gas sit in two partitions, which one insert
 		// does not make visible at once.
 		if err == nil && swept.Equal(decimal.NewFromInt(20_000_000).Mul(e12)) && sweepGas.IsPositive() {

@@ -1,21 +1,37 @@
 -- One session's statement: money in, money out, and what is held, in
 -- 18-decimal units (stablecoins settle 1:1 across decimals). variance is
 -- what came in and was neither delivered nor refunded (e.g. an overpayment).
+-- held_e18 is what settle holds for a person to resolve, in the tokens it
+-- accepts: late and after_session_finished deposits, an overpaid surplus,
+-- what a merchant's call returned (call_returned), net of reorgs.
 -- Where the deposits are: swept_e18 moved from the receiver to the
 -- treasury (ledger_sweeps), in_receiver_e18 is still in the receiver, and
 -- sweep_gas_wei is the native coin the treasury spent to sweep it.
+-- Tokens settle does not accept (exceptions with reason wrong_token, often
+-- spam) have unknown decimals and no stablecoin value, and their amounts
+-- reach 2^256-1, far beyond Decimal(38): they are in no _e18 column.
+-- wrong_token_transfers counts them, net of reorgs; the unaccounted
+-- transfers query (unaccounted_transfers.sql) lists each with its exact
+-- amount_raw.
 SELECT session_id,
-       sumIf(amount * intExp10(18 - decimals), kind = 'deposit')
-         - sumIf(amount * intExp10(18 - decimals), kind = 'unapply' AND reason = 'reorg') AS deposited_e18,
-       sumIf(amount * intExp10(18 - decimals), kind = 'delivery') AS delivered_e18,
-       sumIf(amount * intExp10(18 - decimals), kind = 'refund') AS refunded_e18,
-       sumIf(amount * intExp10(18 - decimals), kind = 'exception')
-         - sumIf(amount * intExp10(18 - decimals), kind = 'unapply' AND reason = 'reorg_exception') AS held_e18,
+       sumIf(e18, kind = 'deposit') - sumIf(e18, kind = 'unapply' AND reason = 'reorg') AS deposited_e18,
+       sumIf(e18, kind = 'delivery') AS delivered_e18,
+       sumIf(e18, kind = 'refund') AS refunded_e18,
+       sumIf(e18, kind = 'exception') - sumIf(e18, kind = 'unapply' AND reason = 'reorg_exception') AS held_e18,
        deposited_e18 - delivered_e18 - refunded_e18 AS variance_e18,
-       sumIf(amount * intExp10(18 - decimals), kind = 'sweep') AS swept_e18,
+       sumIf(e18, kind = 'sweep') AS swept_e18,
        deposited_e18 - swept_e18 AS in_receiver_e18,
-       sumIf(amount, kind = 'sweep_gas') AS sweep_gas_wei
-FROM (SELECT session_id, toString(kind) AS kind, reason, decimals, amount FROM ledger FINAL WHERE session_id = 'SESSION_ID'
-      UNION ALL
-      SELECT session_id, toString(kind) AS kind, '' AS reason, decimals, amount FROM ledger_sweeps FINAL WHERE session_id = 'SESSION_ID')
+       sumIf(amount, kind = 'sweep_gas') AS sweep_gas_wei,
+       countIf(wrong_token AND kind = 'exception') - countIf(wrong_token AND kind = 'unapply') AS wrong_token_transfers
+FROM (SELECT session_id, kind, reason, amount, wrong_token,
+             -- zeroed before scaling: ClickHouse evaluates every row of a
+             -- sumIf, and a wrong token's amount overflows once scaled.
+             if(wrong_token, toDecimal128(0, 0), amount) * intExp10(18 - decimals) AS e18
+      FROM (SELECT session_id, toString(kind) AS kind, reason, decimals, amount,
+                   reason = 'wrong_token' OR replaceOne(entry_id, 'unapply:', 'exception:') IN (
+                       SELECT entry_id FROM ledger FINAL WHERE session_id = 'SESSION_ID' AND reason = 'wrong_token') AS wrong_token
+            FROM ledger FINAL WHERE session_id = 'SESSION_ID'
+            UNION ALL
+            SELECT session_id, toString(kind) AS kind, '' AS reason, decimals, amount, 0 AS wrong_token
+            FROM ledger_sweeps FINAL WHERE session_id = 'SESSION_ID'))
 GROUP BY session_id

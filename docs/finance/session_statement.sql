@@ -2,8 +2,10 @@
 -- 18-decimal units (stablecoins settle 1:1 across decimals). variance is
 -- what came in and was neither delivered nor refunded (e.g. an overpayment).
 -- held_e18 is what settle holds for a person to resolve, in the tokens it
--- accepts: late and after_session_finished deposits, an overpaid surplus,
--- what a merchant's call returned (call_returned), net of reorgs.
+-- accepts: late and after_session_finished deposits, what a merchant's call
+-- returned (call_returned), net of reorgs, and an overpaid surplus once the
+-- delivery is on the ledger (the session succeeded): until then the
+-- delivery may revert, and a bounce refunds every deposit, surplus included.
 -- Where the deposits are: swept_e18 moved from the receiver to the
 -- treasury (ledger_sweeps), in_receiver_e18 is still in the receiver, and
 -- sweep_gas_wei is the native coin the treasury spent to sweep it.
@@ -17,7 +19,9 @@ SELECT session_id,
        sumIf(e18, kind = 'deposit') - sumIf(e18, kind = 'unapply' AND reason = 'reorg') AS deposited_e18,
        sumIf(e18, kind = 'delivery') AS delivered_e18,
        sumIf(e18, kind = 'refund') AS refunded_e18,
-       sumIf(e18, kind = 'exception') - sumIf(e18, kind = 'unapply' AND reason = 'reorg_exception') AS held_e18,
+       sumIf(e18, kind = 'exception' AND reason != 'overpaid')
+         + sumIf(e18, kind = 'exception' AND reason = 'overpaid') * (countIf(kind = 'delivery') > 0)
+         - sumIf(e18, kind = 'unapply' AND reason = 'reorg_exception') AS held_e18,
        deposited_e18 - delivered_e18 - refunded_e18 AS variance_e18,
        sumIf(e18, kind = 'sweep') AS swept_e18,
        deposited_e18 - swept_e18 AS in_receiver_e18,

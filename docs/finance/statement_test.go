@@ -126,6 +126,38 @@ func TestSessionStatement(t *testing.T) {
 		want: map[string]string{"deposited_e18": e18(12.5), "delivered_e18": e18(10), "refunded_e18": "0", "held_e18": e18(2.5),
 			"variance_e18": e18(2.5)},
 	}, {
+		// The delivery's call reverted: the session bounced and the
+		// refund returned every deposit, surplus included, so nothing
+		// is held.
+		name: "overpaid and bounced: the refund returned the surplus",
+		lines: []line{
+			{id: "deposit:a", kind: "deposit", decimals: 6, amount: usdc(12.5)},
+			{id: "overpaid:a", kind: "exception", reason: "overpaid", decimals: 6, amount: usdc(2.5)},
+			{id: "refund:a", kind: "refund", decimals: 6, amount: usdc(12.5)},
+		},
+		want: map[string]string{"deposited_e18": e18(12.5), "delivered_e18": "0", "refunded_e18": e18(12.5), "held_e18": "0",
+			"variance_e18": "0"},
+	}, {
+		// Scheduled but not delivered yet (or reverted, its refund not
+		// final): the surplus may still go back with the refund.
+		name: "overpaid, delivery not on the ledger yet",
+		lines: []line{
+			{id: "deposit:a", kind: "deposit", decimals: 6, amount: usdc(12.5)},
+			{id: "overpaid:a", kind: "exception", reason: "overpaid", decimals: 6, amount: usdc(2.5)},
+			{id: "exception:1:b:t6:0", kind: "exception", reason: "late", decimals: 6, amount: usdc(1)},
+		},
+		want: map[string]string{"deposited_e18": e18(12.5), "delivered_e18": "0", "refunded_e18": "0", "held_e18": e18(1),
+			"variance_e18": e18(12.5)},
+	}, {
+		// A late deposit is held whatever became of the session.
+		name: "bounced with a late deposit",
+		lines: []line{
+			{id: "deposit:a", kind: "deposit", decimals: 6, amount: usdc(5)},
+			{id: "exception:1:b:t6:0", kind: "exception", reason: "late", decimals: 6, amount: usdc(1)},
+			{id: "refund:a", kind: "refund", decimals: 6, amount: usdc(5)},
+		},
+		want: map[string]string{"deposited_e18": e18(5), "refunded_e18": e18(5), "held_e18": e18(1), "variance_e18": "0"},
+	}, {
 		// Spam of tokens settle does not accept, with amounts up to
 		// 2^256-1: none fits the 18-decimal columns (a wrong token's
 		// decimals are unknown, recorded as 0), so they are counted

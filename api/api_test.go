@@ -136,7 +136,6 @@ func setup(t testing.TB, tweaks ...func(*api.Config)) *bundle {
 		},
 		Logger:     logger,
 		Registerer: b.reg,
-		Gatherer:   b.reg,
 		Now:        func() time.Time { return time.Unix(0, b.now.Load()) },
 	}
 	for _, tweak := range tweaks {
@@ -977,6 +976,9 @@ func TestRoutingAndCORS(t *testing.T) {
 		{"DELETE", "/v1/sessions/" + id, 405, "method_not_allowed"},
 		{"GET", "/v1/sessions/" + id + "/check", 405, "method_not_allowed"},
 		{"GET", "/v2/anything", 404, "not_found"},
+		// Metrics have their own listener (api.metrics_listen), never the
+		// public one.
+		{"GET", "/metrics", 404, "not_found"},
 	} {
 		r := b.do(tc.method, tc.path, nil)
 		if r.Status != tc.status {

@@ -1,5 +1,7 @@
 // Package api serves settle's public HTTP APIs (the Sessions API under /v1),
-// /metrics, /healthz and /readyz.
+// /healthz and /readyz. Its metrics go to Config.Registerer; the command
+// serves them on a listener of their own (api.metrics_listen), never on the
+// public one.
 package api
 
 import (
@@ -15,7 +17,6 @@ import (
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/settle-dev/settle/internal/chain"
 	"github.com/settle-dev/settle/internal/session"
@@ -77,8 +78,8 @@ type Config struct {
 	// SessionTTL is how long a new session stays open; default one hour.
 	SessionTTL time.Duration
 	Logger     *slog.Logger
+	// Registerer takes the API's metrics; nil uses a private registry.
 	Registerer prometheus.Registerer
-	Gatherer   prometheus.Gatherer
 	// Now is the clock; tests set it to control expiry.
 	Now func() time.Time
 }
@@ -109,8 +110,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Now = time.Now
 	}
 	if cfg.Registerer == nil {
-		r := prometheus.NewRegistry()
-		cfg.Registerer, cfg.Gatherer = r, r
+		cfg.Registerer = prometheus.NewRegistry()
 	}
 	base := cfg.Logger
 	if base == nil {
@@ -146,9 +146,8 @@ func (s *Server) routes() {
 		return nil
 	})
 	handle("GET /readyz", s.readyz)
-	if s.cfg.Gatherer != nil {
-		s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{}))
-	}
+	// No /metrics here: this listener is public (often 0.0.0.0), and the
+	// metrics name routes, chains and volumes. They have their own listener.
 	handle("/", func(w http.ResponseWriter, r *http.Request) error {
 		return &Error{Status: http.StatusNotFound, Type: typeInvalidRequest, Code: "not_found", Message: "No such endpoint: " + r.Method + " " + r.URL.Path}
 	})

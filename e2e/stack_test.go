@@ -157,7 +157,7 @@ func newStack(t *testing.T, o options) *stack {
 		return err
 	}
 	srv, err := api.New(api.Config{Chains: registry, Store: st, EVMReceivers: receivers, ReceiverCreated: mir.Kick,
-		TxHint: hint, SessionTTL: o.sessionTTL, Logger: logger, Registerer: s.reg, Gatherer: s.reg})
+		TxHint: hint, SessionTTL: o.sessionTTL, Logger: logger, Registerer: s.reg})
 	must(err)
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)

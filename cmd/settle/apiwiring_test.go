@@ -1,17 +1,25 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
+	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/settle-dev/settle/api"
 	"github.com/settle-dev/settle/internal/anvil"
 	"github.com/settle-dev/settle/internal/anvil/anviltest"
+	"github.com/settle-dev/settle/internal/dbtest"
+	"github.com/settle-dev/settle/internal/hdwallet"
 )
 
 func TestCodeChecker(t *testing.T) {
@@ -91,5 +99,73 @@ func TestRegistryCarriesExecutorAddress(t *testing.T) {
 	}
 	if _, err := cfg.registry(); err == nil || !strings.Contains(err.Error(), "executor") {
 		t.Errorf("executor with a bad checksum: %v, want an error naming the executor", err)
+	}
+}
+
+// settle api serves /metrics on api.metrics_listen only: the public listener
+// answers 404 for it, the metrics listener has the API's and the process's
+// series.
+func TestAPIMetricsOwnListener(t *testing.T) {
+	db := dbtest.Migrated(t)
+	master, err := hdwallet.MasterFromSeed(bytes.Repeat([]byte{7}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	xpub, err := master.AccountXPub()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(p, []byte("api: {listen: '127.0.0.1:0', metrics_listen: '127.0.0.1:0'}\n"+
+		"treasury: {address: '0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359'}\n"+
+		"receivers: {evm_xpub: '"+xpub+"'}\n"+
+		"chains: [{name: A, id: 1, family: evm, tokens: [{symbol: USDC, address: '0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913', decimals: 6}]}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfig(p, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	logger := slog.New(slog.DiscardHandler)
+	reg := newRegistry()
+	g, gctx := errgroup.WithContext(ctx)
+	metricsAddr, err := metricsGroup(gctx, g, cfg.API.MetricsListen, reg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiAddr, err := apiGroup(gctx, g, cfg, db.PG, db.CH, logger, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(url string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get("http://" + apiAddr.String() + "/healthz"); code != 200 {
+		t.Fatalf("api healthz: %d", code)
+	}
+	if code, body := get("http://" + apiAddr.String() + "/metrics"); code != 404 || !strings.Contains(body, `"not_found"`) {
+		t.Errorf("public listener GET /metrics: %d %q, want 404 not_found", code, body)
+	}
+	code, body := get("http://" + metricsAddr.String() + "/metrics")
+	if code != 200 {
+		t.Fatalf("metrics listener: %d", code)
+	}
+	for _, want := range []string{`settle_api_requests_total{method="GET",route="GET /healthz",status="200"} 1`, "go_goroutines", "process_cpu_seconds_total"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	cancel()
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+		t.Errorf("shutdown: %v", err)
 	}
 }

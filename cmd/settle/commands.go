@@ -87,7 +87,6 @@ func apiGroup(ctx context.Context, g *errgroup.Group, cfg *fileConfig, pg *pgxpo
 		SessionTTL: cfg.API.SessionTTL,
 		Logger:     logger,
 		Registerer: reg,
-		Gatherer:   reg,
 	})
 	if err != nil {
 		return nil, err
@@ -117,8 +116,12 @@ func cmdAPI(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer d.Close()
 	logger, pg, ch := d.logger, d.pg, d.ch
+	reg := newRegistry()
 	g, gctx := errgroup.WithContext(ctx)
-	if _, err := apiGroup(gctx, g, cfg, pg, ch, logger, newRegistry()); err != nil {
+	if _, err := metricsGroup(gctx, g, cfg.API.MetricsListen, reg, logger); err != nil {
+		return err
+	}
+	if _, err := apiGroup(gctx, g, cfg, pg, ch, logger, reg); err != nil {
 		return err
 	}
 	return g.Wait()

@@ -23,8 +23,12 @@ type fileConfig struct {
 	LogFormat     string `yaml:"log_format"`     // SETTLE_LOG_FORMAT: json or text
 	LogLevel      string `yaml:"log_level"`      // SETTLE_LOG_LEVEL: debug, info, warn, error
 	API           struct {
-		Listen     string        `yaml:"listen"`      // SETTLE_API_LISTEN
-		SessionTTL time.Duration `yaml:"session_ttl"` // SETTLE_SESSION_TTL
+		Listen string `yaml:"listen"` // SETTLE_API_LISTEN
+		// MetricsListen serves the API's /metrics (and, under settle dev,
+		// every component's): a listener of its own, so the public one
+		// never exposes them.
+		MetricsListen string        `yaml:"metrics_listen"` // SETTLE_API_METRICS_LISTEN
+		SessionTTL    time.Duration `yaml:"session_ttl"`    // SETTLE_SESSION_TTL
 	} `yaml:"api"`
 	Reconciler struct {
 		MetricsListen string `yaml:"metrics_listen"` // SETTLE_RECONCILER_METRICS_LISTEN
@@ -133,6 +137,7 @@ func loadConfig(path string, dev bool) (*fileConfig, error) {
 	env("SETTLE_LOG_FORMAT", &cfg.LogFormat)
 	env("SETTLE_LOG_LEVEL", &cfg.LogLevel)
 	env("SETTLE_API_LISTEN", &cfg.API.Listen)
+	env("SETTLE_API_METRICS_LISTEN", &cfg.API.MetricsListen)
 	env("SETTLE_RECONCILER_METRICS_LISTEN", &cfg.Reconciler.MetricsListen)
 	env("SETTLE_EVM_XPUB", &cfg.Receivers.EVMXPub)
 	env("SETTLE_INDEXER_METRICS_LISTEN", &cfg.Indexer.MetricsListen)
@@ -151,6 +156,7 @@ func loadConfig(path string, dev bool) (*fileConfig, error) {
 		cfg.API.SessionTTL = d
 	}
 	cfg.API.Listen = cmpOr(cfg.API.Listen, "127.0.0.1:8080")
+	cfg.API.MetricsListen = cmpOr(cfg.API.MetricsListen, "127.0.0.1:9100")
 	cfg.Reconciler.MetricsListen = cmpOr(cfg.Reconciler.MetricsListen, "127.0.0.1:9101")
 	cfg.Indexer.MetricsListen = cmpOr(cfg.Indexer.MetricsListen, "127.0.0.1:9102")
 	cfg.Delivery.MetricsListen = cmpOr(cfg.Delivery.MetricsListen, "127.0.0.1:9103")

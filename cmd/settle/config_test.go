@@ -49,6 +49,14 @@ func TestConfigEnvOverridesAndErrors(t *testing.T) {
 	if cfg.PostgresURL != "postgres://from-env" || cfg.API.SessionTTL != 30*time.Minute || cfg.API.Listen != "127.0.0.1:8080" {
 		t.Errorf("overrides/defaults not applied: %+v", cfg)
 	}
+	if cfg.API.MetricsListen != "127.0.0.1:9100" {
+		t.Errorf("api.metrics_listen default = %q, want 127.0.0.1:9100", cfg.API.MetricsListen)
+	}
+	t.Setenv("SETTLE_API_METRICS_LISTEN", "127.0.0.1:19100")
+	if cfg, err = loadConfig(write("api: {metrics_listen: '0.0.0.0:9100'}\n"), false); err != nil || cfg.API.MetricsListen != "127.0.0.1:19100" {
+		t.Errorf("SETTLE_API_METRICS_LISTEN over the file: %v, %v", cfg, err)
+	}
+	t.Setenv("SETTLE_API_METRICS_LISTEN", "")
 	t.Setenv("SETTLE_SESSION_TTL", "")
 	for body, want := range map[string]string{
 		"postgress_url: x\n":        "field postgress_url not found",

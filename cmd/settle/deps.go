@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
 )
 
 // deps are the logger and database connections a command works with.
@@ -103,6 +104,22 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, lo
 	if err != nil {
 		return fmt.Errorf("listening for metrics: %w", err)
 	}
+	return serveMetricsOn(ctx, ln, reg, logger)
+}
+
+// metricsGroup listens on addr at once (so a port in use fails the start,
+// and the bound address can be printed) and adds the /metrics server to g.
+func metricsGroup(ctx context.Context, g *errgroup.Group, addr string, reg *prometheus.Registry, logger *slog.Logger) (net.Addr, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening for metrics: %w", err)
+	}
+	g.Go(func() error { return serveMetricsOn(ctx, ln, reg, logger) })
+	return ln.Addr(), nil
+}
+
+// serveMetricsOn serves /metrics on ln until ctx is done.
+func serveMetricsOn(ctx context.Context, ln net.Listener, reg *prometheus.Registry, logger *slog.Logger) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}

@@ -89,8 +89,14 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}()
 	}
 
+	// One process, one registry: every component's metrics on the API's
+	// metrics listener, none on the API itself.
 	reg := newRegistry()
 	g, gctx := errgroup.WithContext(ctx)
+	metricsAddr, err := metricsGroup(gctx, g, cfg.API.MetricsListen, reg, logger)
+	if err != nil {
+		return err
+	}
 	addr, err := apiGroup(gctx, g, cfg, pg, ch, logger, reg)
 	if err != nil {
 		return err
@@ -110,7 +116,7 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}
 	base := "http://" + addr.String()
-	if err := printBanner(gctx, stdout, base, key, cfg); err != nil {
+	if err := printBanner(gctx, stdout, base, "http://"+metricsAddr.String()+"/metrics", key, cfg); err != nil {
 		logger.Warn("could not create the demo session for the banner", "err", err)
 	}
 	return g.Wait()
@@ -207,7 +213,7 @@ func demoKey(ctx context.Context, st *store.Store, dir string) (string, error) {
 
 // printBanner creates one demo session through the running API, so every
 // command it prints works exactly as printed.
-func printBanner(ctx context.Context, w io.Writer, base, key string, cfg *fileConfig) error {
+func printBanner(ctx context.Context, w io.Writer, base, metrics, key string, cfg *fileConfig) error {
 	var chainID uint64
 	var token string
 	for _, c := range cfg.Chains {
@@ -227,7 +233,7 @@ func printBanner(ctx context.Context, w io.Writer, base, key string, cfg *fileCo
 	fmt.Fprintf(w, `
 settle dev is running
   API        %[1]s
-  metrics    %[1]s/metrics
+  metrics    %[9]s
   health     %[1]s/healthz  %[1]s/readyz
   postgres   %[2]s
   clickhouse %[3]s
@@ -243,7 +249,7 @@ Every token transfer they index, in ClickHouse:
 Create a session:
   curl -s -X POST %[1]s/v1/sessions -H "Authorization: Bearer $SETTLE_KEY" -H 'Content-Type: application/json' \
     -d '%[5]s'
-`, base, cfg.PostgresURL, cfg.ClickHouseURL, key, create, anvil.DevAddress(devPayer).Hex(), chainLines(cfg), chDatabase(cfg))
+`, base, cfg.PostgresURL, cfg.ClickHouseURL, key, create, anvil.DevAddress(devPayer).Hex(), chainLines(cfg), chDatabase(cfg), metrics)
 	if err != nil {
 		return err
 	}

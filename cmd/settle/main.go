@@ -22,7 +22,7 @@ const usage = `settle: stablecoin deposit backend
 
 Usage:
   settle migrate     [-config FILE]              apply Postgres and ClickHouse migrations
-  settle api         [-config FILE]              serve the HTTP API (and /metrics)
+  settle api         [-config FILE]              serve the HTTP API (/metrics on api.metrics_listen)
   settle reconciler  [-config FILE]              attribute deposits, settle sessions, expire, write the ledger
   settle delivery    [-config FILE]              sign and send deliveries and refunds (needs the master seed)
   settle delivery deploy -chain NAME [-config FILE]  deploy the treasury's SettleExecutor on a chain (prints its executor_address)

@@ -225,7 +225,10 @@ var txHashPattern = regexp.MustCompile(`^(0x)?[0-9a-fA-F]{64}$|^[1-9A-HJ-NP-Za-k
 
 // checkSession answers a status poll. With a txHash hint it first asks the
 // reconciler to look that transaction up on chain (TxHint), so a payer who
-// says "I paid" sees processing without waiting for the indexer.
+// says "I paid" sees processing without waiting for the indexer. That holds
+// in every status that can still take a deposit: before one is detected,
+// and while processing (an underpaid session's top-up). A terminal session
+// never changes, so its hint is not looked up.
 func (s *Server) checkSession(w http.ResponseWriter, r *http.Request) error {
 	var req checkRequest
 	if err := decodeJSON(w, r, &req); err != nil {
@@ -238,7 +241,7 @@ func (s *Server) checkSession(w http.ResponseWriter, r *http.Request) error {
 	if req.TxHash != "" && !txHashPattern.MatchString(req.TxHash) {
 		return validationf("txHash", "invalid_tx_hash", "txHash must be a 0x-prefixed 32-byte hex hash or a base58 Solana signature.")
 	}
-	if req.TxHash != "" && s.cfg.TxHint != nil && ss.Status.Expirable() && strings.HasPrefix(req.TxHash, "0x") {
+	if req.TxHash != "" && s.cfg.TxHint != nil && !ss.Status.Terminal() && strings.HasPrefix(req.TxHash, "0x") {
 		// A hint that cannot be looked up (node down, unknown tx) changes
 		// nothing: the indexer will still find the deposit.
 		if err := s.cfg.TxHint(r.Context(), ss.ID, strings.ToLower(req.TxHash)); err != nil {

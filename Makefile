@@ -63,9 +63,10 @@ bench: bench-api bench-indexer
 bench-api: services
 	$(WITH_SERVICES) $(GO) test -run='^$$' -bench=BenchmarkSessionsAPI -benchtime=5s ./api
 
-## bench-indexer: the peer-baseline history (300,001 transfers) on anvil; see indexer/evm/bench_test.go
+## bench-indexer: settle's indexer beside Shovel (SETTLE_BENCH_SHOVEL) on the peer-baseline history (300,001 transfers); see indexer/evm/bench_test.go
 bench-indexer: services node_modules
-	$(WITH_SERVICES) $(GO) test -run='^$$' -bench=BenchmarkBackfill -benchtime=1x -timeout=60m ./indexer/evm
+	$(WITH_SERVICES) SETTLE_BENCH_SHOVEL="$${SETTLE_BENCH_SHOVEL:-$(abspath ../shared/peers/shovel/shovel)}" \
+		$(GO) test -v -run='^$$' -bench=BenchmarkBackfill -benchtime=1x -timeout=60m ./indexer/evm
 
 lint:
 	$(GO) vet ./...

@@ -21,6 +21,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/settle-dev/settle/delivery"
+	"github.com/settle-dev/settle/indexer"
+	"github.com/settle-dev/settle/indexer/evm"
 	"github.com/settle-dev/settle/internal/anvil"
 	"github.com/settle-dev/settle/internal/chain"
 	"github.com/settle-dev/settle/internal/hdwallet"
@@ -32,12 +34,15 @@ import (
 const childEnv = "SETTLE_E2E_CHILD"
 
 type childConfig struct {
-	Role          string // reconciler or delivery
+	Role          string // reconciler, delivery or indexer
 	PG, CH        string
 	RPC           map[uint64]string
 	USDC          map[uint64]string
 	Executors     map[uint64]common.Address
 	FinalityDepth uint64
+	// Chain and URL: the chain an indexer indexes, through URL.
+	Chain uint64
+	URL   string
 }
 
 func TestMain(m *testing.M) {
@@ -98,6 +103,26 @@ func runChild(c childConfig) error {
 		}
 		r, err := reconciler.New(reconciler.Config{Chains: reg, Options: opt, Postgres: pg, ClickHouse: ch,
 			Treasury: crypto.PubkeyToAddress(treasury.PublicKey).Hex(), Interval: 20 * time.Millisecond})
+		if err != nil {
+			return err
+		}
+		return r.Run(ctx)
+	case "indexer":
+		opts, err := clickhouse.ParseDSN(c.CH)
+		if err != nil {
+			return err
+		}
+		ch, err := clickhouse.Open(opts)
+		if err != nil {
+			return err
+		}
+		defer ch.Close()
+		src, err := evm.New(ctx, evm.Config{URL: c.URL, ChainName: fmt.Sprint(c.Chain)})
+		if err != nil {
+			return err
+		}
+		r, err := indexer.New(indexer.Config{ChainID: c.Chain, ChainName: fmt.Sprint(c.Chain), Source: src, Postgres: pg, ClickHouse: ch,
+			PollInterval: 50 * time.Millisecond, FlushInterval: 50 * time.Millisecond})
 		if err != nil {
 			return err
 		}

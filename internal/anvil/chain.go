@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/big"
 	"slices"
+	"time"
 
 	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
@@ -48,6 +49,16 @@ func (n *Node) SetBalance(ctx context.Context, addr common.Address, wei *big.Int
 func (n *Node) SetAutomine(ctx context.Context, on bool) error {
 	if err := n.rpc.CallContext(ctx, nil, "evm_setAutomine", on); err != nil {
 		return fmt.Errorf("setting automine %t: %w", on, err)
+	}
+	return nil
+}
+
+// SetIntervalMining sets the interval between mined blocks
+// (evm_setIntervalMining, whole seconds); 0 stops interval mining, so
+// blocks appear only through Mine or automine.
+func (n *Node) SetIntervalMining(ctx context.Context, every time.Duration) error {
+	if err := n.rpc.CallContext(ctx, nil, "evm_setIntervalMining", uint64(every/time.Second)); err != nil {
+		return fmt.Errorf("setting interval mining to %s: %w", every, err)
 	}
 	return nil
 }

@@ -33,6 +33,8 @@ import (
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/settle-dev/settle/internal/redact"
 )
 
 // Token is a token whose treasury balance is exported as a gauge.
@@ -86,6 +88,10 @@ type Config struct {
 	// Logger receives one info line per signed, mined or reverted payout
 	// transaction, and warnings for what is retried; nil discards.
 	Logger *slog.Logger
+	// Redact removes the chains' RPC URLs (which carry the providers' API
+	// keys) from every error stored in payouts.error and sweeps.error;
+	// nil still removes the secret parts of any http(s)/ws(s) URL.
+	Redact *redact.Redactor
 	// Registerer receives the metrics; nil means none.
 	Registerer prometheus.Registerer
 	// Interval is the loop period of Run; default 500ms.
@@ -221,6 +227,11 @@ func New(cfg Config) (*Executor, error) {
 
 // Address is the treasury address that pays every payout.
 func (e *Executor) Address() common.Address { return e.from }
+
+// redact removes RPC URLs' secrets from an error before it is stored:
+// payouts.error and sweeps.error are read by operators and printed by
+// `settle payouts list`.
+func (e *Executor) redact(msg string) string { return e.cfg.Redact.String(msg) }
 
 // Run works on open payouts every Interval until ctx is done, then returns
 // nil.

@@ -15,6 +15,7 @@ import (
 // flight: the executor keeps following it (it may still be mined) and
 // signs nothing new for it.
 func (w *work) attentionSent(ctx context.Context, reason string) error {
+	reason = w.e.redact(reason)
 	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET status = 'needs_attention', attention_sent = true, error = $2 WHERE id = $1`, w.p.id, reason); err != nil {
 		return fmt.Errorf("moving payout %d to needs_attention: %w", w.p.id, err)
 	}
@@ -185,6 +186,7 @@ func (w *work) settle(ctx context.Context, r *types.Receipt, mined common.Hash, 
 		tx, _ := decodeTx(p.rawTx)
 		reason = w.c.revertReason(ctx, tx, w.e.from, r)
 	}
+	reason = w.e.redact(reason) // a failed replay quotes the node's URL
 	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET status = 'reverted', tx_hash = $2, prior_tx_hashes = $3, error = $4, attention_sent = false,
 		receipt_block_number = $5, receipt_block_hash = $6, receipt_final = false WHERE id = $1`,
 		p.id, mined.Hex(), others, reason, r.BlockNumber.Int64(), r.BlockHash.Hex()); err != nil {

@@ -75,7 +75,7 @@ func (e *Executor) process(parent context.Context, id int64, seen map[common.Has
 		// Its own deadline: the step's may be what ran out.
 		rctx, rcancel := context.WithTimeout(parent, 5*time.Second)
 		defer rcancel()
-		moved, rerr := recordError(rctx, e.pg, id, err.Error(), e.cfg.StuckAfter)
+		moved, rerr := recordError(rctx, e.pg, id, e.redact(err.Error()), e.cfg.StuckAfter)
 		if rerr != nil {
 			e.logger.WarnContext(parent, "recording payout error failed", "payout_id", id, "err", rerr)
 		}

@@ -209,6 +209,7 @@ func (w *work) signExecute(ctx context.Context) error {
 // make progress on its own, and retrying blindly could lose funds or block
 // later nonces. An operator looks at it (`settle payouts list`).
 func (w *work) attention(ctx context.Context, reason string) error {
+	reason = w.e.redact(reason)
 	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET status = 'needs_attention', error = $2 WHERE id = $1`, w.p.id, reason); err != nil {
 		return fmt.Errorf("moving payout %d to needs_attention: %w", w.p.id, err)
 	}

@@ -62,7 +62,7 @@ func (e *Executor) sweepPass(ctx context.Context, chainIDs []int64, seen map[com
 			e.sweepMetrics.sweeps.WithLabelValues(outcomeError).Inc()
 			e.logger.WarnContext(ctx, "sweep step failed; will retry", "sweep_id", id, "err", err)
 			if _, rerr := e.pg.Exec(ctx, `UPDATE sweeps SET error = $2 WHERE id = (SELECT id FROM sweeps WHERE id = $1 FOR UPDATE SKIP LOCKED)`,
-				id, err.Error()); rerr != nil {
+				id, e.redact(err.Error())); rerr != nil {
 				e.logger.WarnContext(ctx, "recording sweep error failed", "sweep_id", id, "err", rerr)
 			}
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/settle-dev/settle/indexer"
 	"github.com/settle-dev/settle/indexer/evm"
+	"github.com/settle-dev/settle/internal/redact"
 )
 
 func cmdIndexer(ctx context.Context, args []string, stderr io.Writer) error {
@@ -63,7 +64,7 @@ func indexerGroup(ctx context.Context, g *errgroup.Group, cc *chainConfig, pg *p
 		return fmt.Errorf("chain %s: %w", cc.Name, err)
 	}
 	if id != cc.ID {
-		return fmt.Errorf("chain %s: the node at %s is chain %d, the config says %d", cc.Name, cc.RPCURL, id, cc.ID)
+		return fmt.Errorf("chain %s: the node at %s is chain %d, the config says %d", cc.Name, redact.Text(cc.RPCURL), id, cc.ID)
 	}
 	r, err := indexer.New(indexer.Config{
 		ChainID: cc.ID, ChainName: cc.Name, Source: src, Postgres: pg, ClickHouse: ch,

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/settle-dev/settle/internal/redact"
 )
 
 const usage = `settle: stablecoin deposit backend
@@ -53,7 +55,8 @@ func main() {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(2)
 		}
-		fmt.Fprintln(os.Stderr, "settle:", err)
+		// An error may quote an RPC URL (a dial or a node that failed).
+		fmt.Fprintln(os.Stderr, "settle:", redact.Text(err.Error()))
 		os.Exit(1)
 	}
 }
@@ -125,6 +128,9 @@ func commonFlags(name string, args []string, stderr io.Writer, dev bool, extra f
 	return loadConfig(*path, dev)
 }
 
+// newLogger builds the process's logger. Every line goes through
+// rpcRedactor: an RPC URL (or an error quoting one) never reaches the logs
+// with its API key.
 func newLogger(cfg *fileConfig, w io.Writer) (*slog.Logger, error) {
 	var level slog.Level
 	if cfg.LogLevel != "" {
@@ -133,13 +139,16 @@ func newLogger(cfg *fileConfig, w io.Writer) (*slog.Logger, error) {
 		}
 	}
 	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler
 	switch strings.ToLower(cfg.LogFormat) {
 	case "", "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		h = slog.NewJSONHandler(w, opts)
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		h = slog.NewTextHandler(w, opts)
+	default:
+		return nil, fmt.Errorf("log format %q: want json or text", cfg.LogFormat)
 	}
-	return nil, fmt.Errorf("log format %q: want json or text", cfg.LogFormat)
+	return slog.New(redact.NewHandler(h, rpcRedactor(cfg))), nil
 }
 
 // cmdProbe is a healthcheck for images without curl.

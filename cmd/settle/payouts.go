@@ -38,6 +38,7 @@ func cmdPayoutsList(ctx context.Context, args []string, stdout, stderr io.Writer
 	// Chain names and token units where the config knows them; raw
 	// amounts otherwise (a list must work with any config).
 	reg, _ := cfg.registry()
+	red := rpcRedactor(cfg) // errors stored before they were redacted
 	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "ID\tSESSION\tKIND\tCHAIN\tAMOUNT\tSTATUS\tAGE\tREASON")
 	for _, p := range list {
@@ -54,7 +55,7 @@ func cmdPayoutsList(ctx context.Context, args []string, stdout, stderr io.Writer
 		if p.InFlight {
 			status += " (tx in flight)"
 		}
-		reason := strings.Join(strings.Fields(p.Error), " ")
+		reason := strings.Join(strings.Fields(red.String(p.Error)), " ")
 		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, p.SessionID, p.Kind, chainName, amount, status, age(p.Age), reason)
 	}
 	if err := w.Flush(); err != nil {

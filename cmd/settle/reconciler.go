@@ -115,7 +115,7 @@ func newDeliveryExecutor(ctx context.Context, cfg *fileConfig, pg *pgxpool.Pool,
 		}
 	}
 	return delivery.New(delivery.Config{Postgres: pg, Chains: clients, Finality: finality, Tokens: tokens, Executors: executors, CallGas: callGas, MaxFeePerGas: maxFee,
-		Treasury: key, ReceiverKey: master.PrivateKey, SweepMin: sweepMin, Logger: logger, Registerer: reg})
+		Treasury: key, ReceiverKey: master.PrivateKey, SweepMin: sweepMin, Logger: logger, Redact: rpcRedactor(cfg), Registerer: reg})
 }
 
 // defaultSweepMin is the sweep threshold of a token without sweep_min, in

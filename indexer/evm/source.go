@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/settle-dev/settle/indexer"
+	"github.com/settle-dev/settle/internal/redact"
 )
 
 // Config configures a Source.
@@ -48,7 +49,7 @@ type Source struct {
 // New returns a Source for a node URL (http or https).
 func New(ctx context.Context, cfg Config) (*Source, error) {
 	if !strings.HasPrefix(cfg.URL, "http://") && !strings.HasPrefix(cfg.URL, "https://") {
-		return nil, fmt.Errorf("evm source: rpc url %q must be http(s)", cfg.URL)
+		return nil, fmt.Errorf("evm source: rpc url %q must be http(s)", redact.Text(cfg.URL))
 	}
 	hc := cfg.HTTPClient
 	if hc == nil {
@@ -56,7 +57,7 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	}
 	c, err := rpc.DialOptions(ctx, cfg.URL, rpc.WithHTTPClient(hc))
 	if err != nil {
-		return nil, fmt.Errorf("dialing %s: %w", cfg.URL, err)
+		return nil, fmt.Errorf("dialing %s: %w", redact.Text(cfg.URL), err)
 	}
 	labels := prometheus.Labels{"chain": cfg.ChainName}
 	s := &Source{

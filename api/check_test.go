@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"fmt"
 	"math/big"
 	"strings"
 	"sync"
@@ -172,5 +173,91 @@ func TestCheckHintTopUpWhileProcessing(t *testing.T) {
 	}
 	if n, units := credited(); n != 2 || units != "10000000" {
 		t.Errorf("after the top-up's check: %d credited deposits, %s units; want 2, 10000000 (the top-up looked up while processing)", n, units)
+	}
+}
+
+// The txHash lookup asks every configured chain's node and needs only a
+// client secret, so each session gets a small budget: a burst of
+// TxHintBurst lookups, then one per TxHintEvery. A call over the budget is
+// answered as if no hint had been sent (the hint is optional; the indexer
+// finds the deposit anyway), never with an error the SDK's polling would
+// trip on.
+func TestCheckHintRateLimit(t *testing.T) {
+	h := &hints{}
+	b := setup(t, func(c *api.Config) {
+		c.TxHint = h.hint
+		c.TxHintEvery = 5 * time.Second
+		c.TxHintBurst = 3
+	})
+	id, secret := b.create(b.key)
+	other, otherSecret := b.create(b.key)
+	check := func(id, secret string) {
+		t.Helper()
+		r := b.do("PUT", "/v1/sessions/"+id+"/check", map[string]any{"clientSecret": secret, "txHash": "0x" + strings.Repeat("ab", 32)})
+		if s, _ := r.Body["session"].(map[string]any); r.Status != 200 || s["sessionId"] != id || s["status"] != "requires_payment_method" {
+			t.Errorf("check: %d %s, want 200 with the session, over the budget or not", r.Status, r.Raw)
+		}
+	}
+	for range 10 {
+		check(id, secret)
+	}
+	if n := h.count(); n != 3 {
+		t.Errorf("10 checks at once: %d lookups, want the burst of 3", n)
+	}
+	// Another session has a budget of its own.
+	check(other, otherSecret)
+	if n := h.count(); n != 4 {
+		t.Errorf("first check of another session: %d lookups in all, want 4", n)
+	}
+	// A budget refills at one lookup per interval: the clock, not the
+	// number of calls, decides.
+	b.advance(5*time.Second - time.Millisecond)
+	check(id, secret)
+	if n := h.count(); n != 4 {
+		t.Errorf("just short of the interval: %d lookups, want still 4", n)
+	}
+	b.advance(time.Millisecond)
+	for range 5 {
+		check(id, secret)
+	}
+	if n := h.count(); n != 5 {
+		t.Errorf("one interval later, 5 checks: %d lookups, want one more (5)", n)
+	}
+	// Concurrent checks share the budget exactly; a pause of the burst's
+	// length refills it.
+	b.advance(15 * time.Second)
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() { check(id, secret) })
+	}
+	wg.Wait()
+	if n := h.count(); n != 8 {
+		t.Errorf("20 concurrent checks after a pause: %d lookups in all, want 8 (one more burst of 3)", n)
+	}
+	// A check without a hint costs nothing.
+	for range 5 {
+		if r := b.do("PUT", "/v1/sessions/"+other+"/check", map[string]any{"clientSecret": otherSecret}); r.Status != 200 {
+			t.Fatalf("check without a hint: %d %s", r.Status, r.Raw)
+		}
+	}
+	check(other, otherSecret)
+	if n := h.count(); n != 9 {
+		t.Errorf("checks without a hint used the budget: %d lookups, want 9", n)
+	}
+	// SREs see both: 9 looked up, 7+1+4+17 left out.
+	families, err := b.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		if f.GetName() == "settle_api_tx_hints_total" {
+			for _, m := range f.GetMetric() {
+				got[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	if want := map[string]float64{"looked_up": 9, "error": 0, "limited": 29}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("settle_api_tx_hints_total = %v, want %v", got, want)
 	}
 }

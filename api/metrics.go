@@ -9,6 +9,7 @@ type metrics struct {
 	duration        *prometheus.HistogramVec
 	sessionsCreated *prometheus.CounterVec
 	receivers       *prometheus.CounterVec
+	txHints         *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -30,12 +31,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "settle_api_receivers_allocated_total",
 			Help: "Receiver addresses allocated, by chain family.",
 		}, []string{"family"}),
+		txHints: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "settle_api_tx_hints_total",
+			Help: "PUT check txHash hints: looked_up, error (the lookup failed) or limited (over the session's lookup budget, not looked up).",
+		}, []string{"outcome"}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.sessionsCreated, m.receivers)
+	reg.MustRegister(m.requests, m.duration, m.sessionsCreated, m.receivers, m.txHints)
 	// Known label values start at zero, so rate() works from the first scrape.
 	for _, o := range []string{"created", "invalid", "unauthenticated", "error"} {
 		m.sessionsCreated.WithLabelValues(o)
 	}
 	m.receivers.WithLabelValues("evm")
+	for _, o := range []string{"looked_up", "error", "limited"} {
+		m.txHints.WithLabelValues(o)
+	}
 	return m
 }

@@ -73,6 +73,11 @@ type Config struct {
 	// TxHint, if set, looks up a payer's transaction hint (PUT check with
 	// a txHash) on chain and attributes it at once.
 	TxHint func(ctx context.Context, sessionID, txHash string) error
+	// TxHintBurst and TxHintEvery bound TxHint per session: a burst of
+	// TxHintBurst lookups (default 3), then one per TxHintEvery (default
+	// 5s). Checks over the budget answer as if no hint had been sent.
+	TxHintBurst int
+	TxHintEvery time.Duration
 	// Ready lists dependency checks for /readyz, by name.
 	Ready map[string]func(context.Context) error
 	// SessionTTL is how long a new session stays open; default one hour.
@@ -90,6 +95,7 @@ type Server struct {
 	treasury string // cfg.Treasury, lowercase
 	logger   *slog.Logger
 	metrics  *metrics
+	hints    *hintLimiter
 	mux      *http.ServeMux
 }
 
@@ -106,6 +112,11 @@ func New(cfg Config) (*Server, error) {
 		treasury = strings.ToLower(cfg.Treasury)
 	}
 	cfg.SessionTTL = cmp.Or(cfg.SessionTTL, time.Hour)
+	cfg.TxHintBurst = cmp.Or(cfg.TxHintBurst, 3)
+	cfg.TxHintEvery = cmp.Or(cfg.TxHintEvery, 5*time.Second)
+	if cfg.TxHintBurst < 0 || cfg.TxHintEvery < 0 {
+		return nil, errors.New("api: TxHintBurst and TxHintEvery must not be negative")
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -121,6 +132,7 @@ func New(cfg Config) (*Server, error) {
 		treasury: treasury,
 		logger:   slog.New(logHandler{base.Handler()}).With("component", "api"),
 		metrics:  newMetrics(cfg.Registerer),
+		hints:    newHintLimiter(cfg.TxHintEvery, cfg.TxHintBurst),
 		mux:      http.NewServeMux(),
 	}
 	s.routes()

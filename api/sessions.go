@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -210,6 +211,28 @@ func (s *Server) createPaymentMethod(w http.ResponseWriter, r *http.Request) err
 	return nil
 }
 
+// lookUpHint asks TxHint to apply a payer's transaction at once and returns
+// the session as it is afterwards. The hint is optional, so anything that
+// keeps it from being looked up answers with the session as it was: a
+// lookup over the session's budget (hintLimiter; the caller cannot tell it
+// from a transaction not yet mined, and polls again), or one that failed
+// (node down, unknown transaction). Either way the indexer still finds the
+// deposit.
+func (s *Server) lookUpHint(ctx context.Context, ss *session.Session, txHash string) (*session.Session, error) {
+	if !s.hints.allow(ss.ID, s.cfg.Now()) {
+		s.metrics.txHints.WithLabelValues("limited").Inc()
+		s.logger.DebugContext(ctx, "txHash hint over the session's lookup budget; not looked up", "session_id", ss.ID)
+		return ss, nil
+	}
+	if err := s.cfg.TxHint(ctx, ss.ID, txHash); err != nil {
+		s.metrics.txHints.WithLabelValues("error").Inc()
+		s.logger.WarnContext(ctx, "looking up the txHash hint failed", "session_id", ss.ID, "err", err)
+		return ss, nil
+	}
+	s.metrics.txHints.WithLabelValues("looked_up").Inc()
+	return s.cfg.Store.GetSession(ctx, ss.ID)
+}
+
 // conflictMessage turns a store conflict into a sentence for the client.
 func conflictMessage(err error) string {
 	msg := strings.TrimSuffix(err.Error(), ": "+store.ErrConflict.Error())
@@ -242,11 +265,7 @@ func (s *Server) checkSession(w http.ResponseWriter, r *http.Request) error {
 		return validationf("txHash", "invalid_tx_hash", "txHash must be a 0x-prefixed 32-byte hex hash or a base58 Solana signature.")
 	}
 	if req.TxHash != "" && s.cfg.TxHint != nil && !ss.Status.Terminal() && strings.HasPrefix(req.TxHash, "0x") {
-		// A hint that cannot be looked up (node down, unknown tx) changes
-		// nothing: the indexer will still find the deposit.
-		if err := s.cfg.TxHint(r.Context(), ss.ID, strings.ToLower(req.TxHash)); err != nil {
-			s.logger.WarnContext(r.Context(), "looking up the txHash hint failed", "session_id", ss.ID, "err", err)
-		} else if ss, err = s.cfg.Store.GetSession(r.Context(), ss.ID); err != nil {
+		if ss, err = s.lookUpHint(r.Context(), ss, strings.ToLower(req.TxHash)); err != nil {
 			return err
 		}
 	}

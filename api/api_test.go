@@ -819,10 +819,13 @@ func TestExpiryWaitsForReconcilers(t *testing.T) {
 		t.Fatalf("payment method: %d %s", r.Status, r.Raw)
 	}
 	deadline := time.Unix(0, b.now.Load()).Add(time.Hour)
+	// Payers can pay on chains 1 and 10; the times are those of final
+	// attributed blocks.
+	b.store.ExpectChains(1, 10)
 	cursor := func(chainID int64, blockTime time.Time) {
 		t.Helper()
-		const q = `INSERT INTO reconciler_cursors (chain_id, number, hash, block_time) VALUES ($1, 1, '0x01', $2)
-			ON CONFLICT (chain_id) DO UPDATE SET block_time = excluded.block_time`
+		const q = `INSERT INTO reconciler_cursors (chain_id, number, hash, block_time, final_number, final_block_time) VALUES ($1, 1, '0x01', $2, 1, $2)
+			ON CONFLICT (chain_id) DO UPDATE SET block_time = excluded.block_time, final_block_time = excluded.final_block_time`
 		if _, err := b.db.PG.Exec(ctx, q, chainID, blockTime); err != nil {
 			t.Fatal(err)
 		}

@@ -90,7 +90,7 @@ func runChild(c childConfig) error {
 		defer ch.Close()
 		var chains []chain.Chain
 		for id, tok := range c.USDC {
-			chains = append(chains, chain.Chain{ID: id, Name: fmt.Sprint(id), Family: chain.FamilyEVM,
+			chains = append(chains, chain.Chain{ID: id, Name: fmt.Sprint(id), Family: chain.FamilyEVM, Indexed: true,
 				Tokens: []chain.Token{{Symbol: "USDC", Address: tok, Decimals: 6}}})
 		}
 		reg, err := chain.NewRegistry(chains)

@@ -136,11 +136,11 @@ func newStack(t *testing.T, o options) *stack {
 	must(err)
 
 	registry, err := chain.NewRegistry([]chain.Chain{
-		{ID: chainA, Name: "Chain A", Family: chain.FamilyEVM, Tokens: []chain.Token{{Symbol: "USDC", Address: s.usdcA.Hex(), Decimals: 6}}},
-		{ID: chainB, Name: "Chain B", Family: chain.FamilyEVM, Tokens: []chain.Token{{Symbol: "USDC", Address: s.usdcB.Hex(), Decimals: 6}}},
+		{ID: chainA, Name: "Chain A", Family: chain.FamilyEVM, Indexed: true, Tokens: []chain.Token{{Symbol: "USDC", Address: s.usdcA.Hex(), Decimals: 6}}},
+		{ID: chainB, Name: "Chain B", Family: chain.FamilyEVM, Indexed: true, Tokens: []chain.Token{{Symbol: "USDC", Address: s.usdcB.Hex(), Decimals: 6}}},
 	})
 	must(err)
-	st := store.New(s.db.PG)
+	st := store.New(s.db.PG).ExpectChains(chainA, chainB)
 	m, err := st.CreateMerchant(ctx, "e2e")
 	must(err)
 	s.key, _, err = st.CreateAPIKey(ctx, m.ID)

@@ -53,7 +53,7 @@ func newHarness(t testing.TB) *harness {
 	db := dbtest.Migrated(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
-	reg, err := chain.NewRegistry([]chain.Chain{{ID: testChainID, Name: "Test", Family: chain.FamilyEVM, Tokens: []chain.Token{
+	reg, err := chain.NewRegistry([]chain.Chain{{ID: testChainID, Name: "Test", Family: chain.FamilyEVM, Indexed: true, Tokens: []chain.Token{
 		{Symbol: "USDC", Address: usdc, Decimals: 6}, {Symbol: "DAI", Address: dai, Decimals: 18}}}})
 	if err != nil {
 		t.Fatal(err)

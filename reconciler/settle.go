@@ -10,7 +10,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/settle-dev/settle/internal/chain"
 	"github.com/settle-dev/settle/internal/session"
 )
 
@@ -129,18 +128,21 @@ func (r *Reconciler) park(ctx context.Context, tx pgx.Tx, id string, until time.
 	return nil
 }
 
-// attributedThrough is the block time through which every configured
-// EVM chain's reconciler has attributed final blocks: the earliest of
-// them, or the zero time while any chain has attributed none (a chain that
-// has not started yet may still hold a deposit made in time).
+// attributedThrough is the block time through which every indexed chain's
+// reconciler has attributed final blocks: the earliest of them, or the
+// zero time while any has attributed none (a chain that has not started
+// yet may still hold a deposit made in time). The rule is the one readers
+// and the expiry loop apply (store.ExpectChains).
 func (r *Reconciler) attributedThrough(ctx context.Context) (time.Time, error) {
-	chains := r.cfg.Chains.ByFamily(chain.FamilyEVM)
+	chains := r.cfg.Chains.Indexed()
 	if len(chains) == 0 {
-		return time.Time{}, nil
+		// Nothing is indexed, so nothing more can arrive: the clock
+		// decides, as for expiry.
+		return r.cfg.Now(), nil
 	}
 	ids := make([]int64, len(chains))
 	for i, c := range chains {
-		ids[i] = int64(c.ID)
+		ids[i] = int64(c)
 	}
 	var n int
 	var t *time.Time

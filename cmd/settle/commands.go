@@ -57,7 +57,7 @@ func apiGroup(ctx context.Context, g *errgroup.Group, cfg *fileConfig, pg *pgxpo
 	if err != nil {
 		return nil, fmt.Errorf("receivers.evm_xpub: %w", err)
 	}
-	st := store.New(pg)
+	st := store.New(pg).ExpectChains(chains.Indexed()...)
 	m := mirror.New(mirror.Config{Store: st, ClickHouse: ch, Logger: logger})
 	hint, err := txHint(ctx, cfg, chains, pg, ch, logger)
 	if err != nil {
@@ -100,9 +100,14 @@ func apiGroup(ctx context.Context, g *errgroup.Group, cfg *fileConfig, pg *pgxpo
 	return ln.Addr(), nil
 }
 
-func expiryGroup(ctx context.Context, g *errgroup.Group, pg *pgxpool.Pool, logger *slog.Logger, reg prometheus.Registerer) {
-	e := reconciler.NewExpirer(reconciler.ExpiryConfig{Store: store.New(pg), Logger: logger, Registerer: reg})
+func expiryGroup(ctx context.Context, g *errgroup.Group, cfg *fileConfig, pg *pgxpool.Pool, logger *slog.Logger, reg prometheus.Registerer) error {
+	chains, err := cfg.registry()
+	if err != nil {
+		return err
+	}
+	e := reconciler.NewExpirer(reconciler.ExpiryConfig{Store: store.New(pg).ExpectChains(chains.Indexed()...), Logger: logger, Registerer: reg})
 	g.Go(func() error { return e.Run(ctx) })
+	return nil
 }
 
 func cmdAPI(ctx context.Context, args []string, stderr io.Writer) error {
@@ -140,7 +145,9 @@ func cmdReconciler(ctx context.Context, args []string, stderr io.Writer) error {
 	logger, pg, ch := d.logger, d.pg, d.ch
 	reg := newRegistry()
 	g, gctx := errgroup.WithContext(ctx)
-	expiryGroup(gctx, g, pg, logger, reg)
+	if err := expiryGroup(gctx, g, cfg, pg, logger, reg); err != nil {
+		return err
+	}
 	if err := reconcilerGroup(gctx, g, cfg, pg, ch, logger, reg); err != nil {
 		return err
 	}

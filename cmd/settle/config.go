@@ -196,7 +196,7 @@ func cmpOr(a, b string) string {
 func (c *fileConfig) registry() (*chain.Registry, error) {
 	chains := make([]chain.Chain, 0, len(c.Chains))
 	for _, cc := range c.Chains {
-		ch := chain.Chain{ID: cc.ID, Name: cc.Name, Family: chain.Family(cc.Family), Executor: cc.ExecutorAddress}
+		ch := chain.Chain{ID: cc.ID, Name: cc.Name, Family: chain.Family(cc.Family), Executor: cc.ExecutorAddress, Indexed: cc.RPCURL != ""}
 		for _, t := range cc.Tokens {
 			ch.Tokens = append(ch.Tokens, chain.Token{Symbol: t.Symbol, Address: t.Address, Decimals: t.Decimals})
 		}

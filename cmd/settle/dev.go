@@ -101,7 +101,9 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	expiryGroup(gctx, g, pg, logger, reg)
+	if err := expiryGroup(gctx, g, cfg, pg, logger, reg); err != nil {
+		return err
+	}
 	if err := reconcilerGroup(gctx, g, cfg, pg, ch, logger, reg); err != nil {
 		return err
 	}

@@ -43,6 +43,11 @@ type Chain struct {
 	// refuses it as a destination or refund address: it is settle's own
 	// contract, not a merchant's account.
 	Executor string
+	// Indexed: an indexer runs for this chain (it has an rpc_url), so a
+	// payer can pay a receiver here and be seen. A deadline is known to
+	// have passed with nothing in time only once every indexed chain's
+	// reconciler has attributed final blocks past it.
+	Indexed bool
 }
 
 // Token returns the configured token with the given address. EVM addresses
@@ -154,3 +159,15 @@ func (r *Registry) ByFamily(f Family) []*Chain {
 
 // All returns every configured chain, ordered by id.
 func (r *Registry) All() []*Chain { return r.list }
+
+// Indexed returns the ids of the indexed EVM chains (the only family the
+// reconciler attributes today), in registry order.
+func (r *Registry) Indexed() []uint64 {
+	var ids []uint64
+	for _, c := range r.ByFamily(FamilyEVM) {
+		if c.Indexed {
+			ids = append(ids, c.ID)
+		}
+	}
+	return ids
+}

@@ -141,9 +141,11 @@ type Session struct {
 	CreatedAt     time.Time
 	ExpiresAt     time.Time
 	PaymentMethod *PaymentMethod
-	// AttributedThrough is the block time up to which every chain's
-	// reconciler has attributed deposits, read in the same snapshot as the
-	// session; zero when no reconciler has recorded progress yet.
+	// AttributedThrough is the block time up to which every indexed
+	// chain's reconciler has attributed final blocks, read in the same
+	// snapshot as the session; zero when no chain is indexed (the deadline
+	// alone decides), and the Unix epoch while some indexed chain has
+	// attributed none.
 	AttributedThrough time.Time
 }
 
@@ -152,7 +154,8 @@ type Session struct {
 // known, even before the expiry loop has persisted it.
 //
 // Known means: without a receiver, at the deadline; with one, once every
-// chain's reconciler has attributed blocks stamped at or after the deadline.
+// indexed chain's reconciler has attributed final blocks (which no reorg can
+// replace) stamped at or after the deadline.
 // Until then a deposit mined in time (block time before the deadline; a
 // block's stamp can trail the wall clock by seconds) may still arrive, and
 // it must move the session to processing — after a reader had been told

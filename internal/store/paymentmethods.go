@@ -57,7 +57,7 @@ func (s *Store) SetReceiverPaymentMethod(ctx context.Context, sessionID, pmType,
 		if err != nil {
 			return fmt.Errorf("locking session: %w", err)
 		}
-		cur, err := getSession(ctx, tx, sessionID)
+		cur, err := getSession(ctx, tx, sessionID, s.chains)
 		if err != nil {
 			return err
 		}
@@ -110,7 +110,7 @@ func (s *Store) SetReceiverPaymentMethod(ctx context.Context, sessionID, pmType,
 			return err
 		}
 		created = r
-		ss, err = getSession(ctx, tx, sessionID)
+		ss, err = getSession(ctx, tx, sessionID, s.chains)
 		return err
 	})
 	if err != nil {
@@ -141,17 +141,18 @@ func (s *Store) IsReceiver(ctx context.Context, family, address string) (bool, e
 // transaction holds (a payment method being set, a deposit being applied) are
 // skipped and picked up next time.
 //
-// A session with a receiver counts as expired only once every chain's
-// reconciler has attributed blocks stamped at or after its deadline: a
-// deposit mined before the deadline but not yet attributed must still move
-// it to processing, and a persisted expiry would be final. This is the rule
+// A session with a receiver counts as expired only once every expected
+// chain's reconciler has attributed final blocks stamped at or after its
+// deadline (ExpectChains): a deposit mined before the deadline but not yet
+// attributed, or in a block that replaces an unfinal one, must still move it
+// to processing, and a persisted expiry would be final. This is the rule
 // session.StatusAt applies to readers.
 func (s *Store) ExpireDue(ctx context.Context, now time.Time, limit int) (int, error) {
-	const q = `WITH due AS (
+	q := `WITH due AS (
 		SELECT id FROM sessions
 		WHERE expires_at <= $1
 		  AND (status = 'requires_payment_method'
-		    OR status = 'waiting_payment' AND expires_at <= COALESCE(` + attributedThrough + `, $1))
+		    OR status = 'waiting_payment' AND expires_at <= COALESCE(` + attributedThrough("$3") + `, $1))
 		ORDER BY expires_at
 		LIMIT $2
 		FOR UPDATE SKIP LOCKED
@@ -163,7 +164,7 @@ func (s *Store) ExpireDue(ctx context.Context, now time.Time, limit int) (int, e
 	INSERT INTO outbox (merchant_id, topic, subject_id, payload)
 	SELECT merchant_id, 'session.expired', id, jsonb_build_object('sessionId', id, 'status', 'expired')
 	FROM expired`
-	tag, err := s.pool.Exec(ctx, q, now, limit)
+	tag, err := s.pool.Exec(ctx, q, now, limit, s.chains)
 	if err != nil {
 		return 0, fmt.Errorf("expiring sessions: %w", err)
 	}

@@ -81,19 +81,28 @@ func nullUint(v uint64) *int64 {
 	return &i
 }
 
-// attributedThrough is the block time every chain's reconciler has
-// attributed deposits through (NULL before any has run). Each reconciler
-// moves its cursor only after the deposits of those blocks committed, so a
-// snapshot that sees the cursor also sees the deposits.
-const attributedThrough = `(SELECT min(block_time) FROM reconciler_cursors)`
+// attributedThrough is the block time through which the reconciler of
+// every expected chain (the array parameter p) has attributed final
+// blocks: blocks no reorg can replace, so no deposit mined before it can
+// still appear. The epoch while any expected chain has attributed none
+// (so nothing reads as known), and NULL when no chain is expected at all
+// (nothing can be paid into a receiver: the deadline alone decides). Each
+// reconciler records it only after the deposits of those blocks
+// committed, so a snapshot that sees it also sees the deposits.
+func attributedThrough(p string) string {
+	return `(SELECT CASE WHEN cardinality(` + p + `::bigint[]) = 0 THEN NULL
+		WHEN count(final_block_time) < cardinality(` + p + `::bigint[]) THEN 'epoch'::timestamptz
+		ELSE min(final_block_time) END
+		FROM reconciler_cursors WHERE chain_id = ANY(` + p + `::bigint[]))`
+}
 
-const selectSession = `SELECT s.id, s.merchant_id, s.status, s.dest_type, s.dest_address,
+var selectSession = `SELECT s.id, s.merchant_id, s.status, s.dest_type, s.dest_address,
 	s.dest_chain_id, s.dest_chain_name, s.dest_token_address, s.dest_token_symbol,
 	s.dest_amount_units, s.dest_amount_raw::text, s.dest_calldata, s.delivery_tx_hash,
 	s.delivery_received_units, s.display, s.metadata, s.refund_address, s.client_secret,
 	s.created_at, s.expires_at,
 	pm.type, pm.fiat_method, pm.created_at, pm.source, r.address,
-	` + attributedThrough + `
+	` + attributedThrough("$2") + `
 FROM sessions s
 LEFT JOIN LATERAL (
 	SELECT * FROM payment_methods WHERE session_id = s.id ORDER BY id DESC LIMIT 1
@@ -103,10 +112,10 @@ WHERE s.id = $1`
 
 // GetSession returns a session with its latest payment method.
 func (s *Store) GetSession(ctx context.Context, id string) (*session.Session, error) {
-	return getSession(ctx, s.pool, id)
+	return getSession(ctx, s.pool, id, s.chains)
 }
 
-func getSession(ctx context.Context, q querier, id string) (*session.Session, error) {
+func getSession(ctx context.Context, q querier, id string, chains []int64) (*session.Session, error) {
 	var (
 		ss                                       session.Session
 		status                                   string
@@ -118,7 +127,7 @@ func getSession(ctx context.Context, q querier, id string) (*session.Session, er
 		pmCreated, attributed                    *time.Time
 		d                                        = &ss.Destination
 	)
-	err := q.QueryRow(ctx, selectSession, id).Scan(
+	err := q.QueryRow(ctx, selectSession, id, chains).Scan(
 		&ss.ID, &ss.MerchantID, &status, &d.Type, &d.Address,
 		&chainID, &d.ChainName, &d.TokenAddress, &d.TokenSymbol,
 		&amountUnits, &amountRaw, &calldata, &deliveryTx,

@@ -26,10 +26,24 @@ var (
 // Store wraps a Postgres pool.
 type Store struct {
 	pool *pgxpool.Pool
+	// chains are the chains whose reconcilers a deadline waits for.
+	chains []int64
 }
 
 // New returns a Store over pool.
-func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool, chains: []int64{}} }
+
+// ExpectChains sets the chains a payer can pay a receiver on (the indexed
+// ones): a session with a receiver is known to have expired only once
+// each of their reconcilers has attributed final blocks stamped at or
+// after its deadline. Without any, the deadline alone decides.
+func (s *Store) ExpectChains(ids ...uint64) *Store {
+	s.chains = make([]int64, len(ids))
+	for i, id := range ids {
+		s.chains[i] = int64(id)
+	}
+	return s
+}
 
 // Ping checks that Postgres answers.
 func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }

@@ -3,9 +3,11 @@ package evm
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math/bits"
 	"strconv"
 	"strings"
+	"unsafe"
 )
 
 // TransferTopic is keccak256("Transfer(address,address,uint256)"), shared by
@@ -14,7 +16,9 @@ import (
 const TransferTopic = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 
 // rawLog is one log of an eth_getLogs answer. Its strings point into the
-// response body: decoding allocates no per-field strings.
+// decoder's window over the response: decoding allocates no per-field
+// strings, and what must outlive the next log is copied by the consumer
+// (see logSet).
 type rawLog struct {
 	Address     string
 	Topics      [4]string
@@ -35,71 +39,164 @@ type rpcError struct {
 
 func (e *rpcError) Error() string { return fmt.Sprintf("rpc error %d: %s", e.Code, e.Message) }
 
-// decodeLogsResponse parses a JSON-RPC response whose result is an array of
-// logs. It is a small hand-written scanner rather than encoding/json: on a
-// large backfill, reflection-based decoding of eth_getLogs is most of an
-// indexer's CPU (~7.5µs per log against ~1µs here). Unknown fields are
-// skipped, so new node fields do not break it; anything malformed is an
-// error, never a silently shorter list.
+// decodeLogsResponse parses a whole JSON-RPC response whose result is an
+// array of logs; the logs' strings point into s. It is decodeLogs over a
+// string, for tests and small answers.
 func decodeLogsResponse(s string, out []rawLog) ([]rawLog, error) {
-	p := scanner{s: s}
-	if err := p.expect('{'); err != nil {
+	p := scanner{s: s, eof: true}
+	err := p.response(func(l *rawLog) error { out = append(out, *l); return nil })
+	if err != nil {
 		return nil, err
-	}
-	var sawResult bool
-	for first := true; ; first = false {
-		p.ws()
-		if p.peek() == '}' {
-			p.i++
-			break
-		}
-		if !first {
-			if err := p.expect(','); err != nil {
-				return nil, err
-			}
-		}
-		key, err := p.key()
-		if err != nil {
-			return nil, err
-		}
-		switch key {
-		case "result":
-			p.ws()
-			if p.peek() == 'n' { // null
-				if err := p.skipValue(); err != nil {
-					return nil, err
-				}
-				continue
-			}
-			if out, err = p.logs(out); err != nil {
-				return nil, err
-			}
-			sawResult = true
-		case "error":
-			e, err := p.errorObject()
-			if err != nil {
-				return nil, err
-			}
-			return nil, e
-		default:
-			if err := p.skipValue(); err != nil {
-				return nil, err
-			}
-		}
-	}
-	if !sawResult {
-		return nil, errors.New("response has neither result nor error")
 	}
 	return out, nil
 }
 
+// decodeLogs reads a JSON-RPC response whose result is an array of logs from
+// r and calls emit with each log, in order, as soon as it is read. It is a
+// small hand-written scanner rather than encoding/json: on a large backfill,
+// reflection-based decoding of eth_getLogs is most of an indexer's CPU
+// (~7.5µs per log against ~1µs here). Unknown fields are skipped, so new node
+// fields do not break it; anything malformed is an error, never a silently
+// shorter list.
+//
+// It streams: the response is read through buf (grown only if one value is
+// larger than buf), so memory does not follow the size of the answer. A
+// log's strings point into buf and are valid only until emit returns. The
+// buffer, possibly grown, is returned for reuse.
+func decodeLogs(r io.Reader, buf []byte, emit func(*rawLog) error) ([]byte, error) {
+	p := scanner{r: r, buf: buf}
+	err := p.response(emit)
+	if p.readErr != nil {
+		err = fmt.Errorf("reading response: %w", p.readErr)
+	}
+	return p.buf, err
+}
+
+// scanner reads JSON from s. Streaming, s is a window over buf that refill
+// slides along the input: a parse step that runs into the end of the window
+// (short) is retried from its start once more input is in.
 type scanner struct {
 	s string
 	i int
+
+	r       io.Reader
+	buf     []byte
+	eof     bool  // no input beyond s
+	short   bool  // the last failure ran into the end of s
+	base    int   // input bytes before s[0], for error offsets
+	readErr error // reading r failed (not EOF)
+}
+
+// step runs one parse step, retrying it from where it started with more
+// input while it fails only for want of input.
+func (p *scanner) step(f func() error) error {
+	for {
+		mark := p.i
+		p.short = false
+		err := f()
+		if err == nil || !p.short || !p.refill(mark) {
+			return err
+		}
+	}
+}
+
+// refill drops the input before mark, reads more behind what is left and
+// puts the position back at mark. It reports false when there is no more
+// input.
+func (p *scanner) refill(mark int) bool {
+	if p.eof || p.r == nil {
+		return false
+	}
+	kept := len(p.s) - mark
+	if kept == len(p.buf) {
+		// One value fills the window: grow it.
+		p.buf = append(p.buf[:cap(p.buf)], make([]byte, max(len(p.buf), 4096))...)
+	}
+	copy(p.buf, p.s[mark:])
+	p.base += mark
+	n, err := io.ReadFull(p.r, p.buf[kept:])
+	switch {
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
+		p.eof = true
+	case err != nil:
+		p.eof, p.readErr = true, err
+	}
+	p.s, p.i = unsafe.String(unsafe.SliceData(p.buf), kept+n), 0
+	return n > 0
+}
+
+// response reads the envelope: a result (the logs, passed to emit) or an
+// error object.
+func (p *scanner) response(emit func(*rawLog) error) error {
+	if err := p.step(func() error { return p.expect('{') }); err != nil {
+		return err
+	}
+	var sawResult bool
+	for first := true; ; first = false {
+		var key string
+		var end bool
+		err := p.step(func() (err error) {
+			p.ws()
+			if p.peek() == '}' {
+				p.i++
+				end = true
+				return nil
+			}
+			if !first {
+				if err := p.expect(','); err != nil {
+					return err
+				}
+			}
+			key, err = p.key()
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if end {
+			break
+		}
+		switch key {
+		case "result":
+			var null bool
+			err := p.step(func() error {
+				p.ws()
+				if p.peek() == 'n' { // null
+					null = true
+					return p.skipValue()
+				}
+				return p.expect('[')
+			})
+			if err != nil {
+				return err
+			}
+			if null {
+				continue
+			}
+			if err := p.logs(emit); err != nil {
+				return err
+			}
+			sawResult = true
+		case "error":
+			var e *rpcError
+			if err := p.step(func() (err error) { e, err = p.errorObject(); return err }); err != nil {
+				return err
+			}
+			return e
+		default:
+			if err := p.step(p.skipValue); err != nil {
+				return err
+			}
+		}
+	}
+	if !sawResult {
+		return errors.New("response has neither result nor error")
+	}
+	return nil
 }
 
 func (p *scanner) errf(format string, args ...any) error {
-	return fmt.Errorf("decoding logs at byte %d: %s", p.i, fmt.Sprintf(format, args...))
+	return fmt.Errorf("decoding logs at byte %d: %s", p.base+p.i, fmt.Sprintf(format, args...))
 }
 
 func (p *scanner) ws() {
@@ -117,6 +214,7 @@ func (p *scanner) peek() byte {
 	if p.i < len(p.s) {
 		return p.s[p.i]
 	}
+	p.short = true
 	return 0
 }
 
@@ -138,6 +236,7 @@ func (p *scanner) str() (string, error) {
 	// IndexByte is vectorised; hex strings are long enough for it to pay.
 	end := strings.IndexByte(p.s[p.i:], '"')
 	if end < 0 {
+		p.short = true
 		return "", p.errf("unterminated string")
 	}
 	v := p.s[p.i : p.i+end]
@@ -173,6 +272,7 @@ func (p *scanner) skipValue() error {
 			}
 			p.i++
 		}
+		p.short = true
 		return p.errf("unterminated string")
 	case c == '{' || c == '[':
 		depth := 0
@@ -194,6 +294,7 @@ func (p *scanner) skipValue() error {
 			}
 			p.i++
 		}
+		p.short = true
 		return p.errf("unterminated container")
 	default: // number, true, false, null
 		start := p.i
@@ -207,6 +308,7 @@ func (p *scanner) skipValue() error {
 			}
 			p.i++
 		}
+		p.short = true
 		return p.errf("unexpected end")
 	}
 }
@@ -250,32 +352,46 @@ func (p *scanner) errorObject() (*rpcError, error) {
 	}
 }
 
-func (p *scanner) logs(out []rawLog) ([]rawLog, error) {
-	if err := p.expect('['); err != nil {
-		return nil, err
-	}
-	p.ws()
-	if p.peek() == ']' {
-		p.i++
-		return out, nil
-	}
+// logs reads the log list after its '[' and emits each log. A step is the
+// separator and the log after it, and a log is emitted only once its step
+// is complete, so a retried step never emits twice.
+func (p *scanner) logs(emit func(*rawLog) error) error {
+	var l rawLog
+	first := true
 	for {
-		var l rawLog
-		if err := p.log(&l); err != nil {
-			return nil, err
+		mark := p.i
+		p.short = false
+		end, err := p.logItem(&l, first)
+		switch {
+		case err != nil && p.short && p.refill(mark):
+			continue // the same step again, with more input
+		case err != nil:
+			return err
+		case end:
+			return nil
 		}
-		out = append(out, l)
-		p.ws()
-		switch p.peek() {
-		case ',':
-			p.i++
-		case ']':
-			p.i++
-			return out, nil
-		default:
-			return nil, p.errf("expected , or ] in log list")
+		if err := emit(&l); err != nil {
+			return err
 		}
+		first = false
 	}
+}
+
+// logItem reads the separator before a log (unless it is the first) and the
+// log, or the closing ']' (end).
+func (p *scanner) logItem(l *rawLog, first bool) (end bool, err error) {
+	p.ws()
+	switch c := p.peek(); {
+	case c == ']':
+		p.i++
+		return true, nil
+	case !first && c != ',':
+		return false, p.errf("expected , or ] in log list")
+	case !first:
+		p.i++
+	}
+	*l = rawLog{}
+	return false, p.log(l)
 }
 
 func (p *scanner) log(l *rawLog) error {

@@ -2,10 +2,14 @@ package evm
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math/big"
+	"reflect"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"unicode/utf8"
 )
 
@@ -124,11 +128,67 @@ func TestDecodeLogsResponse(t *testing.T) {
 	}
 }
 
+// streamed decodes body with decodeLogs through a window of size bytes,
+// fed one byte per read, copying each log out as the consumer must.
+func streamed(body string, size int) ([]rawLog, error) {
+	var out []rawLog
+	_, err := decodeLogs(iotest.OneByteReader(strings.NewReader(body)), make([]byte, size), func(l *rawLog) error {
+		c := *l
+		c.Address, c.Data, c.BlockHash, c.TxHash = strings.Clone(c.Address), strings.Clone(c.Data), strings.Clone(c.BlockHash), strings.Clone(c.TxHash)
+		for i := range c.Topics {
+			c.Topics[i] = strings.Clone(c.Topics[i])
+		}
+		out = append(out, c)
+		return nil
+	})
+	return out, err
+}
+
+// sameStreamed checks that decoding body as a stream, through windows far
+// smaller than one log, gives what decoding it whole gives.
+func sameStreamed(t *testing.T, body string) {
+	t.Helper()
+	want, wantErr := decodeLogsResponse(body, nil)
+	for _, size := range []int{0, 1, 7, 64, 1000} {
+		got, err := streamed(body, size)
+		if (err == nil) != (wantErr == nil) {
+			t.Fatalf("window %d: err %v, whole body: %v", size, err, wantErr)
+		}
+		if err == nil && !reflect.DeepEqual(got, want) {
+			t.Fatalf("window %d: decoded\n%+v\nwhole body:\n%+v", size, got, want)
+		}
+	}
+}
+
+func TestDecodeLogsStreams(t *testing.T) {
+	many := strings.Repeat(sampleLog+",", 40) + sampleLog
+	for _, body := range []string{
+		`{"jsonrpc":"2.0","id":1,"result":[` + many + `]}`,
+		`{"result":[` + sampleLog + `,` + sampleLog + `],"id":1,"jsonrpc":"2.0"}`,
+		"{\n  \"jsonrpc\": \"2.0\",\n  \"id\": 1,\n  \"result\": [\n    " + strings.ReplaceAll(sampleLog, `":`, `" : `) + "\n  ]\n}\n",
+		`{"jsonrpc":"2.0","id":1,"extra":{"a":["x\"]}",1,true,null]},"result":[` + strings.Replace(sampleLog, `"removed":false`, `"removed":false,"note":"say \"hi\" \\ ]}"`, 1) + `]}`,
+		`{"jsonrpc":"2.0","id":1,"error":{"code":-32005,"message":"query returned more than 10000 results"}}`,
+		`{"jsonrpc":"2.0","id":1,"result":[` + sampleLog[:200],
+		`{"jsonrpc":"2.0","id":1,"result":[` + sampleLog + `,]}`,
+		`{"jsonrpc":"2.0","id":1,"result":[]}`,
+	} {
+		sameStreamed(t, body)
+	}
+	// A log is emitted before the rest of the answer is read.
+	var n int
+	r := io.MultiReader(strings.NewReader(`{"result":[`+sampleLog+`,`), iotest.ErrReader(errors.New("connection reset")))
+	_, err := decodeLogs(r, make([]byte, 64), func(*rawLog) error { n++; return nil })
+	if n != 1 || err == nil || !strings.Contains(err.Error(), "connection reset") {
+		t.Fatalf("emitted %d logs, err %v; want 1 and the read error", n, err)
+	}
+}
+
 func FuzzDecodeLogsResponse(f *testing.F) {
 	f.Add(`{"jsonrpc":"2.0","id":1,"result":[` + sampleLog + `]}`)
 	f.Add(`{"jsonrpc":"2.0","id":1,"result":[]}`)
 	f.Add(`{"jsonrpc":"2.0","id":1,"error":{"code":-1,"message":"x"}}`)
 	f.Fuzz(func(t *testing.T, body string) {
+		sameStreamed(t, body)
 		got, err := decodeLogsResponse(body, nil)
 		if err != nil {
 			return

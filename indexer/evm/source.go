@@ -3,7 +3,6 @@
 package evm
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,8 +11,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/core/types"
@@ -44,6 +43,8 @@ type Source struct {
 	rpc      *rpc.Client
 	requests *prometheus.CounterVec
 	errors   *prometheus.CounterVec
+	// buffers holds the decoders' windows (*[]byte) between calls.
+	buffers sync.Pool
 }
 
 // New returns a Source for a node URL (http or https).
@@ -171,151 +172,76 @@ func (s *Source) headers(ctx context.Context, from, to uint64) ([]*header, error
 // the header at its height, and a block whose bloom filter admits a Transfer
 // but for which the range query returned none is asked again by block hash,
 // so an empty or partial eth_getLogs answer cannot make a block look empty.
+// Logs are decoded as they arrive and only their transfers are kept.
 func (s *Source) Fetch(ctx context.Context, from, to uint64) (*indexer.Range, error) {
-	var (
-		hs   []*header
-		logs []rawLog
-	)
+	var hs []*header
+	logs := newLogSet(from, to)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() (err error) { hs, err = s.headers(gctx, from, to); return err })
-	g.Go(func() (err error) { logs, err = s.logsRange(gctx, from, to); return err })
+	g.Go(func() error { return s.logsRange(gctx, from, to, logs) })
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	byBlock := make([]int, len(hs)) // Transfer-topic logs per block
-	for i := range logs {
-		l := &logs[i]
-		if l.BlockNumber < from || l.BlockNumber > to {
-			return nil, fmt.Errorf("eth_getLogs(%d-%d) returned a log of block %d", from, to, l.BlockNumber)
+	for i, h := range hs {
+		if hh := logs.hashes[i]; hh != "" && hh != h.Hash && !strings.EqualFold(hh, h.Hash) {
+			return nil, fmt.Errorf("log of block %d has hash %s, header has %s: %w", h.Number, hh, h.Hash, indexer.ErrNotReady)
 		}
-		if hh := hs[l.BlockNumber-from].Hash; l.BlockHash != hh && !strings.EqualFold(l.BlockHash, hh) {
-			return nil, fmt.Errorf("log of block %d has hash %s, header has %s: %w", l.BlockNumber, l.BlockHash, hs[l.BlockNumber-from].Hash, indexer.ErrNotReady)
-		}
-		if l.Removed {
-			return nil, fmt.Errorf("node returned a removed log in block %d: %w", l.BlockNumber, indexer.ErrNotReady)
-		}
-		byBlock[l.BlockNumber-from]++
 	}
 	for i, h := range hs {
-		if byBlock[i] > 0 || !types.BytesToBloom(h.Bloom).Test(transferTopicBytes) {
+		if logs.counts[i] > 0 || !types.BytesToBloom(h.Bloom).Test(transferTopicBytes) {
 			continue
 		}
-		again, err := s.logsByHash(ctx, h.Hash)
-		if err != nil {
+		logs.only = h
+		if err := s.logsByHash(ctx, h.Hash, logs); err != nil {
 			return nil, err
 		}
-		if len(again) == 0 {
+		if logs.counts[i] == 0 {
 			// Still nothing: either a bloom false positive or a node that
 			// keeps answering empty. The block's receipts settle it.
-			if again, err = s.logsFromReceipts(ctx, h.Hash); err != nil {
+			again, err := s.logsFromReceipts(ctx, h.Hash)
+			if err != nil {
 				return nil, err
 			}
-		}
-		for j := range again {
-			if !strings.EqualFold(again[j].BlockHash, h.Hash) {
-				return nil, fmt.Errorf("eth_getLogs(blockHash %s) returned a log of %s", h.Hash, again[j].BlockHash)
+			for j := range again {
+				if err := logs.add(&again[j]); err != nil {
+					return nil, err
+				}
 			}
 		}
-		logs = append(logs, again...)
+		logs.only = nil
 	}
-	rg := &indexer.Range{Blocks: make([]indexer.Block, len(hs))}
+	rg := &indexer.Range{Blocks: make([]indexer.Block, len(hs)), Transfers: logs.transfers}
 	for i, h := range hs {
 		rg.Blocks[i] = h.block()
 	}
-	rg.Transfers = make([]indexer.Transfer, 0, len(logs))
-	arena := make([]byte, 0, len(logs)*(2*42+24))
-	for i := range logs {
-		t, ok, a, err := appendTransfer(arena, &logs[i], rg.Blocks[logs[i].BlockNumber-from].Time)
-		if err != nil {
-			return nil, err
-		}
-		arena = a
-		if ok {
-			rg.Transfers = append(rg.Transfers, t)
-		}
+	for i := range rg.Transfers {
+		rg.Transfers[i].BlockTime = rg.Blocks[rg.Transfers[i].BlockNumber-from].Time
 	}
 	return rg, nil
 }
 
 var transferTopicBytes = hexutil.MustDecode(TransferTopic)
 
-// transfer turns a log into an ERC-20 transfer. Logs that share the topic but
-// are not ERC-20 transfers (ERC-721's four topics, malformed data) are
-// skipped.
-func transfer(l *rawLog, blockTime uint32) (indexer.Transfer, bool, error) {
-	t, ok, _, err := appendTransfer(nil, l, blockTime)
-	return t, ok, err
-}
-
-// appendTransfer is transfer with the strings it builds (the two addresses
-// and the decimal amount) written into one growing arena instead of three
-// allocations per log. Bytes behind len(arena) are never rewritten, so the
-// strings stay valid when append moves the arena.
-func appendTransfer(arena []byte, l *rawLog, blockTime uint32) (indexer.Transfer, bool, []byte, error) {
-	if l.NTopics != 3 || l.Topics[0] != TransferTopic || len(l.Data) != 66 || len(l.Topics[1]) != 66 || len(l.Topics[2]) != 66 {
-		return indexer.Transfer{}, false, arena, nil
-	}
-	start := len(arena)
-	arena, err := appendUint256Decimal(arena, l.Data)
-	if err != nil {
-		return indexer.Transfer{}, false, arena[:start], nil // not a uint256: not an ERC-20 transfer
-	}
-	amount := arenaString(arena, start)
-	fromAt := len(arena)
-	arena = append(append(arena, "0x"...), l.Topics[1][26:]...)
-	toAt := len(arena)
-	arena = append(append(arena, "0x"...), l.Topics[2][26:]...)
-	t := indexer.Transfer{
-		BlockNumber: l.BlockNumber,
-		BlockHash:   l.BlockHash,
-		BlockTime:   blockTime,
-		TxHash:      l.TxHash,
-		LogIndex:    uint32(l.LogIndex),
-		Token:       l.Address,
-		From:        arenaString(arena[:toAt], fromAt),
-		To:          arenaString(arena, toAt),
-		Amount:      amount,
-	}
-	// Nodes send lowercase hex; anything else is normalised (rare, so the
-	// fast path only validates).
-	if !isHex(t.BlockHash, 64) || !isHex(t.TxHash, 64) || !isHex(t.Token, 40) || !isHex(t.From, 40) || !isHex(t.To, 40) {
-		t.BlockHash, t.TxHash, t.Token = strings.ToLower(t.BlockHash), strings.ToLower(t.TxHash), strings.ToLower(t.Token)
-		t.From, t.To = strings.ToLower(t.From), strings.ToLower(t.To)
-		if !isHex(t.BlockHash, 64) || !isHex(t.TxHash, 64) || !isHex(t.Token, 40) || !isHex(t.From, 40) || !isHex(t.To, 40) {
-			return indexer.Transfer{}, false, arena, fmt.Errorf("malformed log %s/%d", l.TxHash, l.LogIndex)
-		}
-	}
-	return t, true, arena, nil
-}
-
-func arenaString(arena []byte, start int) string {
-	if len(arena) == start {
-		return ""
-	}
-	return unsafe.String(&arena[start], len(arena)-start)
-}
-
-func (s *Source) logsRange(ctx context.Context, from, to uint64) ([]rawLog, error) {
+// logsRange decodes the Transfer logs of from..to into logs.
+func (s *Source) logsRange(ctx context.Context, from, to uint64, logs *logSet) error {
 	params := `[{"fromBlock":"` + hexutil.EncodeUint64(from) + `","toBlock":"` + hexutil.EncodeUint64(to) + `","topics":["` + TransferTopic + `"]}]`
-	logs, err := s.getLogs(ctx, params)
-	if err == nil || from == to || !tooLarge(err) {
-		return logs, err
+	before := logs.logs
+	err := s.getLogs(ctx, params, logs)
+	// Split only an answer that added nothing: a split range must not add
+	// its logs twice.
+	if err == nil || from == to || !tooLarge(err) || logs.logs != before {
+		return err
 	}
 	// The provider refused the range as too large: split it, never skip it.
 	mid := from + (to-from)/2
-	lo, err := s.logsRange(ctx, from, mid)
-	if err != nil {
-		return nil, err
+	if err := s.logsRange(ctx, from, mid, logs); err != nil {
+		return err
 	}
-	hi, err := s.logsRange(ctx, mid+1, to)
-	if err != nil {
-		return nil, err
-	}
-	return append(lo, hi...), nil
+	return s.logsRange(ctx, mid+1, to, logs)
 }
 
-func (s *Source) logsByHash(ctx context.Context, hash string) ([]rawLog, error) {
-	return s.getLogs(ctx, `[{"blockHash":"`+hash+`","topics":["`+TransferTopic+`"]}]`)
+func (s *Source) logsByHash(ctx context.Context, hash string, logs *logSet) error {
+	return s.getLogs(ctx, `[{"blockHash":"`+hash+`","topics":["`+TransferTopic+`"]}]`, logs)
 }
 
 // logsFromReceipts returns the Transfer-topic logs of a block's receipts.
@@ -373,69 +299,80 @@ func tooLarge(err error) bool {
 // down.
 var errThrottled = errors.New("provider is rate limiting")
 
-// getLogs posts one eth_getLogs call and decodes it with the lean decoder.
-// A throttled call is retried here a few times with jittered backoff, so a
-// range split into many calls still completes under a rate limit; anything
-// else goes back to the runner, which retries the whole range.
-func (s *Source) getLogs(ctx context.Context, params string) ([]rawLog, error) {
+// getLogs posts one eth_getLogs call and decodes it with the lean decoder
+// into logs. A throttled call is retried here a few times with jittered
+// backoff, so a range split into many calls still completes under a rate
+// limit; anything else goes back to the runner, which retries the whole
+// range.
+func (s *Source) getLogs(ctx context.Context, params string, logs *logSet) error {
 	for attempt := 1; ; attempt++ {
-		logs, err := s.getLogsOnce(ctx, params)
+		err := s.getLogsOnce(ctx, params, logs)
 		s.count("eth_getLogs", 1, err)
 		if err == nil || !errors.Is(err, errThrottled) || attempt == 6 {
-			return logs, err
+			return err
 		}
 		d := 50 * time.Millisecond << attempt
 		t := time.NewTimer(d/2 + time.Duration(rand.Int64N(int64(d/2))))
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-t.C:
 		}
 	}
 }
 
-func (s *Source) getLogsOnce(ctx context.Context, params string) ([]rawLog, error) {
+// readBufferSize is the decoder's window over an eth_getLogs answer (a few
+// hundred logs); it is reused from call to call.
+const readBufferSize = 256 << 10
+
+// logBytes is about the smallest a Transfer log is in an eth_getLogs answer,
+// to size the transfer list from the answer's length.
+const logBytes = 560
+
+func (s *Source) getLogsOnce(ctx context.Context, params string, logs *logSet) error {
 	body := `{"jsonrpc":"2.0","id":1,"method":"eth_getLogs","params":` + params + `}`
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, strings.NewReader(body))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := s.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("eth_getLogs: %w", err)
+		return fmt.Errorf("eth_getLogs: %w", err)
 	}
-	defer resp.Body.Close()
-	raw, err := readBody(resp)
-	if err != nil {
-		return nil, fmt.Errorf("eth_getLogs: reading response: %w", err)
-	}
+	defer func() {
+		// Read to the end (within reason) so the connection is reused.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		_ = resp.Body.Close()
+	}()
 	switch resp.StatusCode {
 	case http.StatusOK:
 	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
-		return nil, fmt.Errorf("eth_getLogs: http %d: %w", resp.StatusCode, errThrottled)
+		return fmt.Errorf("eth_getLogs: http %d: %w", resp.StatusCode, errThrottled)
 	default:
-		return nil, fmt.Errorf("eth_getLogs: http %d: %s", resp.StatusCode, truncate(raw, 200))
+		raw, err := io.ReadAll(io.LimitReader(resp.Body, 201))
+		if err != nil {
+			return fmt.Errorf("eth_getLogs: reading response: %w", err)
+		}
+		return fmt.Errorf("eth_getLogs: http %d: %s", resp.StatusCode, truncate(raw, 200))
 	}
-	// The buffer is never written again, so the decoded strings may point
-	// into it without a copy.
-	logs, err := decodeLogsResponse(unsafe.String(unsafe.SliceData(raw), len(raw)), nil)
+	if resp.ContentLength > 0 {
+		logs.reserve(int(min(resp.ContentLength, 1<<30) / logBytes))
+	}
+	bp, _ := s.buffers.Get().(*[]byte)
+	if bp == nil {
+		b := make([]byte, readBufferSize)
+		bp = &b
+	}
+	*bp, err = decodeLogs(resp.Body, *bp, logs.add)
+	if cap(*bp) <= 4*readBufferSize { // an outsized window is not kept
+		s.buffers.Put(bp)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("eth_getLogs: %w", err)
+		return fmt.Errorf("eth_getLogs: %w", err)
 	}
-	return logs, nil
-}
-
-func readBody(resp *http.Response) ([]byte, error) {
-	if resp.ContentLength > 0 && resp.ContentLength < 1<<31 {
-		buf := make([]byte, resp.ContentLength)
-		_, err := io.ReadFull(resp.Body, buf)
-		return buf, err
-	}
-	var b bytes.Buffer
-	_, err := b.ReadFrom(resp.Body)
-	return b.Bytes(), err
+	return nil
 }
 
 func truncate(b []byte, n int) string {

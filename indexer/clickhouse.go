@@ -15,16 +15,66 @@ const maxDecimal38Digits = 38
 // chSink writes blocks, transfers, tombstones and reorg records to
 // ClickHouse. Every insert names its columns (18.16 needs it) and appends
 // whole columns at once: per-row interface dispatch would dominate the cost
-// of a large backfill.
+// of a large backfill. It is used from one goroutine (the runner's).
 type chSink struct {
 	conn    driver.Conn
 	chainID uint64
 	metrics *metrics
+	// cols is reused from chunk to chunk and batch to batch.
+	cols transferColumns
 }
 
 const insertTransfers = `INSERT INTO transfers (chain_id, block_number, block_hash, block_time, tx_hash, log_index,
 	token, from_address, to_address, amount_raw, amount_overflow, deleted, version)`
 
+// transferChunk is how many transfer rows are encoded at a time. A batch
+// goes to ClickHouse as one INSERT of blocks of this many rows (the server
+// squashes them into one part), so what the client holds to send a batch is
+// one chunk's columns, not the whole batch's.
+const transferChunk = 16 << 10
+
+// transferColumns are the transfers insert's columns, in its order.
+type transferColumns struct {
+	chain, number []uint64
+	hash          []string
+	btime         []int64
+	tx            []string
+	logIndex      []uint32
+	token, from   []string
+	to, raw       []string
+	overflow, del []uint8
+	ver           []uint64
+}
+
+func (c *transferColumns) reset() {
+	c.chain, c.number, c.hash, c.btime = c.chain[:0], c.number[:0], c.hash[:0], c.btime[:0]
+	c.tx, c.logIndex, c.token, c.from = c.tx[:0], c.logIndex[:0], c.token[:0], c.from[:0]
+	c.to, c.raw, c.overflow, c.del, c.ver = c.to[:0], c.raw[:0], c.overflow[:0], c.del[:0], c.ver[:0]
+}
+
+func (c *transferColumns) add(chainID uint64, t *Transfer, deleted uint8, version uint64) {
+	var overflow uint8
+	if len(t.Amount) > maxDecimal38Digits {
+		overflow = 1
+	}
+	c.chain, c.number, c.hash = append(c.chain, chainID), append(c.number, t.BlockNumber), append(c.hash, t.BlockHash)
+	c.btime, c.tx, c.logIndex = append(c.btime, int64(t.BlockTime)), append(c.tx, t.TxHash), append(c.logIndex, t.LogIndex)
+	c.token, c.from, c.to = append(c.token, t.Token), append(c.from, t.From), append(c.to, t.To)
+	c.raw, c.overflow = append(c.raw, t.Amount), append(c.overflow, overflow)
+	c.del, c.ver = append(c.del, deleted), append(c.ver, version)
+}
+
+// appendTo appends the columns to a batch.
+func (c *transferColumns) appendTo(b driver.Batch) error {
+	for i, col := range []any{c.chain, c.number, c.hash, c.btime, c.tx, c.logIndex, c.token, c.from, c.to, c.raw, c.overflow, c.del, c.ver} {
+		if err := b.Column(i).Append(col); err != nil {
+			return fmt.Errorf("appending transfers column %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// writeTransfers inserts the transfers in one INSERT, a chunk at a time.
 func (s *chSink) writeTransfers(ctx context.Context, parts [][]Transfer, deleted uint8, version uint64) error {
 	n := 0
 	for _, p := range parts {
@@ -33,36 +83,44 @@ func (s *chSink) writeTransfers(ctx context.Context, parts [][]Transfer, deleted
 	if n == 0 {
 		return nil
 	}
-	var (
-		chain    = make([]uint64, n)
-		number   = make([]uint64, n)
-		hash     = make([]string, n)
-		btime    = make([]int64, n)
-		tx       = make([]string, n)
-		logIndex = make([]uint32, n)
-		token    = make([]string, n)
-		from     = make([]string, n)
-		to       = make([]string, n)
-		raw      = make([]string, n)
-		overflow = make([]uint8, n)
-		del      = make([]uint8, n)
-		ver      = make([]uint64, n)
-	)
-	i := 0
+	start := time.Now()
+	batch, err := s.conn.PrepareBatch(ctx, insertTransfers)
+	if err != nil {
+		return fmt.Errorf("preparing transfers insert: %w", err)
+	}
+	defer batch.Abort()
+	c := &s.cols
+	c.reset()
+	// Strings in the reused columns would keep the last batch's transfers
+	// alive; clear them once sent.
+	defer func() { clear(c.hash[:cap(c.hash)]); clear(c.tx[:cap(c.tx)]); clear(c.token[:cap(c.token)]) }()
+	defer func() { clear(c.from[:cap(c.from)]); clear(c.to[:cap(c.to)]); clear(c.raw[:cap(c.raw)]) }()
 	for _, ts := range parts {
 		for j := range ts {
-			t := &ts[j]
-			chain[i], number[i], hash[i], btime[i] = s.chainID, t.BlockNumber, t.BlockHash, int64(t.BlockTime)
-			tx[i], logIndex[i], token[i], from[i], to[i] = t.TxHash, t.LogIndex, t.Token, t.From, t.To
-			raw[i], del[i], ver[i] = t.Amount, deleted, version
-			if len(t.Amount) > maxDecimal38Digits {
-				overflow[i] = 1
+			c.add(s.chainID, &ts[j], deleted, version)
+			if len(c.chain) < transferChunk {
+				continue
 			}
-			i++
+			if err := c.appendTo(batch); err != nil {
+				return err
+			}
+			if err := batch.Flush(); err != nil {
+				return fmt.Errorf("inserting %d rows into transfers: %w", n, err)
+			}
+			c.reset()
 		}
 	}
-	return s.insert(ctx, "transfers", insertTransfers, n,
-		chain, number, hash, btime, tx, logIndex, token, from, to, raw, overflow, del, ver)
+	if len(c.chain) > 0 {
+		if err := c.appendTo(batch); err != nil {
+			return err
+		}
+	}
+	if err := batch.Send(); err != nil {
+		return fmt.Errorf("inserting %d rows into transfers: %w", n, err)
+	}
+	s.metrics.insertRows.WithLabelValues("transfers").Add(float64(n))
+	s.metrics.insertSeconds.WithLabelValues("transfers").Observe(time.Since(start).Seconds())
+	return nil
 }
 
 const insertBlocks = `INSERT INTO blocks (chain_id, number, hash, parent_hash, time, transfers, deleted, version)`

@@ -31,7 +31,7 @@ const insertTransfers = `INSERT INTO transfers (chain_id, block_number, block_ha
 // goes to ClickHouse as one INSERT of blocks of this many rows (the server
 // squashes them into one part), so what the client holds to send a batch is
 // one chunk's columns, not the whole batch's.
-const transferChunk = 16 << 10
+const transferChunk = 8 << 10
 
 // transferColumns are the transfers insert's columns, in its order.
 type transferColumns struct {
@@ -47,6 +47,16 @@ type transferColumns struct {
 }
 
 func (c *transferColumns) reset() {
+	if cap(c.chain) < transferChunk {
+		*c = transferColumns{
+			chain: make([]uint64, 0, transferChunk), number: make([]uint64, 0, transferChunk), hash: make([]string, 0, transferChunk),
+			btime: make([]int64, 0, transferChunk), tx: make([]string, 0, transferChunk), logIndex: make([]uint32, 0, transferChunk),
+			token: make([]string, 0, transferChunk), from: make([]string, 0, transferChunk), to: make([]string, 0, transferChunk),
+			raw: make([]string, 0, transferChunk), overflow: make([]uint8, 0, transferChunk), del: make([]uint8, 0, transferChunk),
+			ver: make([]uint64, 0, transferChunk),
+		}
+		return
+	}
 	c.chain, c.number, c.hash, c.btime = c.chain[:0], c.number[:0], c.hash[:0], c.btime[:0]
 	c.tx, c.logIndex, c.token, c.from = c.tx[:0], c.logIndex[:0], c.token[:0], c.from[:0]
 	c.to, c.raw, c.overflow, c.del, c.ver = c.to[:0], c.raw[:0], c.overflow[:0], c.del[:0], c.ver[:0]

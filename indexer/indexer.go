@@ -34,8 +34,8 @@ type Transfer struct {
 	BlockNumber uint64
 	BlockHash   string
 	BlockTime   uint32
-	TxHash      string
 	LogIndex    uint32
+	TxHash      string
 	Token       string
 	From        string
 	To          string

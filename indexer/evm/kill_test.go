@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/metrics"
 	"runtime/pprof"
 	"strconv"
 	"syscall"
@@ -81,11 +82,41 @@ func runChild() error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if path := os.Getenv("SETTLE_BENCH_HEAPPROFILE"); path != "" && os.Getenv("CHILD_BENCH") == "1" {
+		done := make(chan struct{})
+		defer func() { close(done) }()
+		go heapAtPeak(path, done)
+	}
 	r, err := indexer.New(cfg)
 	if err != nil {
 		return err
 	}
 	return r.Run(ctx)
+}
+
+// heapAtPeak samples the heap every 5ms and writes a heap profile (as of
+// the last GC) whenever the live-object bytes reach a new high, then prints
+// the peak, to see what a backfill holds at its worst.
+func heapAtPeak(path string, done <-chan struct{}) {
+	samples := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/gc/heap/goal:bytes"}, {Name: "/gc/cycles/total:gc-cycles"}}
+	var peak, goal uint64
+	for {
+		select {
+		case <-done:
+			fmt.Fprintf(os.Stderr, "child heap: peak objects %.1f MB, peak goal %.1f MB, %d GCs\n", float64(peak)/1e6, float64(goal)/1e6, samples[2].Value.Uint64())
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+		metrics.Read(samples)
+		goal = max(goal, samples[1].Value.Uint64())
+		if v := samples[0].Value.Uint64(); v > peak+peak/20 {
+			peak = v
+			if f, err := os.Create(path); err == nil {
+				_ = pprof.Lookup("heap").WriteTo(f, 0)
+				_ = f.Close()
+			}
+		}
+	}
 }
 
 func TestKilledIndexerLosesNothing(t *testing.T) {

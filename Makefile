@@ -14,7 +14,7 @@ WITH_SERVICES := eval "$$($(SERVICES) env)" &&
 # deadline exceeded" and no failing input (golang/go#51484, #75804).
 FUZZTIME ?= 50000x
 
-.PHONY: all build dev dev-clean test test-go fuzz bench bench-api bench-indexer contracts lint fmt services services-down clean
+.PHONY: all build dev dev-clean test test-go test-faults fuzz bench bench-api bench-indexer contracts lint fmt services services-down clean
 
 all: build
 
@@ -48,7 +48,13 @@ test-go:
 	$(GO) vet ./...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.local/*')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
-	$(WITH_SERVICES) $(GO) test -race -count=1 ./...
+	$(WITH_SERVICES) $(GO) test -race -count=1 -timeout=40m ./...
+
+## test-faults: the randomized fault suite at full length (FAULT_SCHEDULES, default 200; replay one with SETTLE_FAULT_REPLAY=SEED); `make test` runs 20
+FAULT_SCHEDULES ?= 200
+test-faults: services node_modules
+	$(WITH_SERVICES) SETTLE_FAULT_SCHEDULES=$(FAULT_SCHEDULES) SETTLE_FAULT_KEEP_GOING=1 \
+		$(GO) test -count=1 -run='^TestFaultSchedules$$' -timeout=300m -v ./e2e 2>&1 | grep -E '^(=== RUN|--- |    faults_test.go:.*(schedule|fault suite|broke)|ok|FAIL|PASS)|^\s{6,}'
 
 ## fuzz: run each fuzz target briefly (FUZZTIME, default 50000 executions each); the seed corpora also run in every `go test`
 fuzz:

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/ethclient"
@@ -79,11 +80,7 @@ func runChild(c childConfig) error {
 	}
 	switch c.Role {
 	case "reconciler":
-		opts, err := clickhouse.ParseDSN(c.CH)
-		if err != nil {
-			return err
-		}
-		ch, err := clickhouse.Open(opts)
+		ch, err := openClickHouse(c.CH)
 		if err != nil {
 			return err
 		}
@@ -108,11 +105,7 @@ func runChild(c childConfig) error {
 		}
 		return r.Run(ctx)
 	case "indexer":
-		opts, err := clickhouse.ParseDSN(c.CH)
-		if err != nil {
-			return err
-		}
-		ch, err := clickhouse.Open(opts)
+		ch, err := openClickHouse(c.CH)
 		if err != nil {
 			return err
 		}
@@ -146,6 +139,14 @@ func runChild(c childConfig) error {
 		return ex.Run(ctx)
 	}
 	return fmt.Errorf("unknown role %q", c.Role)
+}
+
+func openClickHouse(dsn string) (driver.Conn, error) {
+	opts, err := clickhouse.ParseDSN(dsn)
+	if err != nil {
+		return nil, err
+	}
+	return clickhouse.Open(opts)
 }
 
 // (g) The reconciler and the delivery process killed with SIGKILL at random

@@ -100,7 +100,9 @@ func (r *Reconciler) StepChain(ctx context.Context, c *chain.Chain) (bool, error
 			return false, err
 		}
 		if before == "" {
-			r.logger.InfoContext(ctx, "indexed block missing (indexer rewinding?); retrying", "chain", c.Name, "number", to)
+			// An indexer mid-rewind, or (if it lasts) a start_block below
+			// the first block the indexer wrote.
+			r.logger.WarnContext(ctx, "indexed block missing; not attributing past it until it is there", "chain", c.Name, "number", to)
 			return false, nil
 		}
 		if err := r.attributeRange(ctx, c, from, to); err != nil {

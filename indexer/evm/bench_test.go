@@ -54,7 +54,9 @@ func envInt(name string, def int) int {
 // comparison is left out). SETTLE_BENCH_BASELINE may name this package's
 // test binary built from another commit (go test -c): it then runs as a
 // third process in every run, so a change is compared with its parent on the
-// same history, in the same run. SETTLE_BENCH_CEILING=0 leaves the raw
+// same history, in the same run. SETTLE_BENCH_HOLD=DURATION only builds the
+// history and keeps the node up that long (see oneshot_test.go).
+// SETTLE_BENCH_CEILING=0 leaves the raw
 // insert ceiling out. SETTLE_BENCH_CPUPROFILE=FILE writes the indexer
 // child's CPU profile, SETTLE_BENCH_HEAPPROFILE=FILE its heap profile at
 // its peak (each run overwrites it).
@@ -75,6 +77,12 @@ func BenchmarkBackfill(b *testing.B) {
 	h.sum = new(big.Int).Mul(big.NewInt(int64(blocks/5*4)), big.NewInt(750*751/2))
 	h.sum.Add(h.sum, anvil.BenchSupply)
 	b.Logf("history: %d blocks, %d transfers, built in %s", head, h.logs, time.Since(t0).Round(time.Millisecond))
+	if hold, err := time.ParseDuration(os.Getenv("SETTLE_BENCH_HOLD")); err == nil {
+		// For timing one-shot indexer processes from outside (oneshot_test.go).
+		fmt.Fprintf(os.Stderr, "holding the node for %s: CHILD_RPC=%s CHILD_CHAIN=%d CHILD_UNTIL=%d\n", hold, node.URL(), node.ChainID(), head)
+		time.Sleep(hold)
+		return
+	}
 
 	shovel := shovelBinary(b)
 	baseline := os.Getenv("SETTLE_BENCH_BASELINE")

@@ -42,12 +42,24 @@ func TestMain(m *testing.M) {
 func runChild() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	pg, err := pgxpool.New(ctx, os.Getenv("CHILD_PG"))
+	pgURL, chURL := os.Getenv("CHILD_PG"), os.Getenv("CHILD_CH")
+	if os.Getenv("CHILD_FRESH") == "1" {
+		var drop func()
+		var err error
+		if pgURL, chURL, drop, err = freshDatabases(ctx); err != nil {
+			return err
+		}
+		defer drop()
+	}
+	pg, err := pgxpool.New(ctx, pgURL)
 	if err != nil {
 		return err
 	}
 	defer pg.Close()
-	opts, err := clickhouse.ParseDSN(os.Getenv("CHILD_CH"))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopAtBlock(ctx, pg, cancel)
+	opts, err := clickhouse.ParseDSN(chURL)
 	if err != nil {
 		return err
 	}

@@ -343,10 +343,11 @@ func (p *scanner) errorObject() (*rpcError, error) {
 		case "code":
 			e.Code, _ = strconv.Atoi(raw)
 		case "message":
+			// Cloned: both may point into the reused window.
 			if uq, err := strconv.Unquote(raw); err == nil {
-				e.Message = uq
+				e.Message = strings.Clone(uq)
 			} else {
-				e.Message = raw
+				e.Message = strings.Clone(raw)
 			}
 		}
 	}

@@ -174,10 +174,17 @@ func TestDecodeLogsStreams(t *testing.T) {
 	} {
 		sameStreamed(t, body)
 	}
+	// An error's message outlives the window it was read through.
+	buf := make([]byte, 4096)
+	_, err := decodeLogs(strings.NewReader(`{"jsonrpc":"2.0","id":1,"error":{"code":-32005,"message":"query returned more than 10000 results"}}`), buf, nil)
+	clear(buf)
+	if !strings.Contains(fmt.Sprint(err), "more than 10000 results") {
+		t.Fatalf("error after the window was reused: %q", err)
+	}
 	// A log is emitted before the rest of the answer is read.
 	var n int
 	r := io.MultiReader(strings.NewReader(`{"result":[`+sampleLog+`,`), iotest.ErrReader(errors.New("connection reset")))
-	_, err := decodeLogs(r, make([]byte, 64), func(*rawLog) error { n++; return nil })
+	_, err = decodeLogs(r, make([]byte, 64), func(*rawLog) error { n++; return nil })
 	if n != 1 || err == nil || !strings.Contains(err.Error(), "connection reset") {
 		t.Fatalf("emitted %d logs, err %v; want 1 and the read error", n, err)
 	}

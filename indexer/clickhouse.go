@@ -243,6 +243,25 @@ func (s *chSink) tombstone(ctx context.Context, orphans []Block, version uint64)
 	return s.writeBlocks(ctx, bs, nil, 1, version)
 }
 
+// liveFrom returns the live blocks at or above number (their hashes and
+// heights, which is what tombstone needs).
+func (s *chSink) liveFrom(ctx context.Context, number uint64) ([]Block, error) {
+	rows, err := s.conn.Query(ctx, `SELECT number, hash FROM blocks FINAL WHERE chain_id = ? AND number >= ? AND deleted = 0 ORDER BY number`, s.chainID, number)
+	if err != nil {
+		return nil, fmt.Errorf("reading blocks above the cursor: %w", err)
+	}
+	defer rows.Close()
+	var out []Block
+	for rows.Next() {
+		var b Block
+		if err := rows.Scan(&b.Number, &b.Hash); err != nil {
+			return nil, fmt.Errorf("reading blocks above the cursor: %w", err)
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
 // Reorg describes one handled reorg.
 type Reorg struct {
 	ForkNumber uint64 // first block that changed

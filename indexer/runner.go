@@ -57,6 +57,8 @@ type Runner struct {
 	metrics   *metrics
 	store     *pgStore
 	sink      *chSink
+	// lock holds the chain's advisory lock (see session).
+	lock *pgxpool.Conn
 }
 
 // New checks cfg and returns a Runner.
@@ -95,6 +97,7 @@ var errReorg = errors.New("parent hash mismatch")
 // stops the chain (ErrReorgTooDeep). Every other error is logged and
 // retried with jittered backoff.
 func (r *Runner) Run(ctx context.Context) error {
+	defer r.unlock()
 	var failures int
 	for {
 		err := r.session(ctx)
@@ -150,6 +153,9 @@ type job struct {
 // Fetches run ahead on Workers goroutines while this goroutine verifies,
 // writes and advances in order, so fetching, decoding and inserting overlap.
 func (r *Runner) session(ctx context.Context) error {
+	if err := r.holdLock(ctx); err != nil {
+		return err
+	}
 	if err := r.finishOrphans(ctx); err != nil {
 		return err
 	}
@@ -160,6 +166,9 @@ func (r *Runner) session(ctx context.Context) error {
 	next := r.cfg.StartBlock
 	if ok {
 		next = cur.Number + 1
+	}
+	if err := r.dropUncommitted(ctx, next); err != nil {
+		return err
 	}
 	r.metrics.indexedHead.Set(float64(next) - 1)
 
@@ -476,6 +485,78 @@ func (r *Runner) handleReorg(ctx context.Context) error {
 	r.metrics.indexedHead.Set(float64(fork.Number))
 	r.logger.WarnContext(ctx, "reorg handled", "fork_number", rec.ForkNumber, "depth", rec.Depth, "old_hash", rec.OldHash, "new_hash", rec.NewHash)
 	return r.finishOrphans(ctx)
+}
+
+// errChainLocked: another indexer holds the chain.
+var errChainLocked = errors.New("another indexer is indexing this chain (its advisory lock is held); waiting")
+
+// holdLock takes (or checks it still holds) a session-level advisory lock
+// on the chain, on a connection kept for the purpose. One indexer per chain
+// is what makes dropUncommitted safe: rows above the cursor can only be a
+// dead session's, never a live one's. A lost connection loses the lock; the
+// next session takes it again before writing.
+func (r *Runner) holdLock(ctx context.Context) error {
+	if r.lock != nil {
+		if _, err := r.lock.Exec(ctx, `SELECT 1`); err == nil {
+			return nil
+		}
+		r.lock.Release()
+		r.lock = nil
+	}
+	conn, err := r.store.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquiring a connection for the chain lock: %w", err)
+	}
+	var ok bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, $2)`, indexerLockClass, int32(r.cfg.ChainID)).Scan(&ok); err != nil {
+		conn.Release()
+		return fmt.Errorf("taking the chain lock: %w", err)
+	}
+	if !ok {
+		conn.Release()
+		return errChainLocked
+	}
+	r.lock = conn
+	return nil
+}
+
+// indexerLockClass is the first key of the indexers' advisory locks (the
+// second is the chain id), so they cannot collide with other locks.
+const indexerLockClass int32 = 0x5e771e
+
+func (r *Runner) unlock() {
+	if r.lock == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _ = r.lock.Exec(ctx, `SELECT pg_advisory_unlock($1, $2)`, indexerLockClass, int32(r.cfg.ChainID))
+	r.lock.Release()
+	r.lock = nil
+}
+
+// dropUncommitted tombstones live rows at or above next, the first block
+// past the cursor. A session writes ClickHouse first and moves the cursor
+// after, so such rows are a dead session's uncommitted writes (a crash
+// between the two). They are written again from the node; but if the chain
+// reorged meanwhile, no reorg handling would ever see them (tombstones
+// cover blocks the cursor passed), and a dead fork's block and transfers
+// would stay live beside the canonical ones.
+func (r *Runner) dropUncommitted(ctx context.Context, next uint64) error {
+	blocks, err := r.sink.liveFrom(ctx, next)
+	if err != nil || len(blocks) == 0 {
+		return err
+	}
+	version, err := r.store.nextVersion(ctx)
+	if err != nil {
+		return err
+	}
+	if err := r.sink.tombstone(ctx, blocks, version); err != nil {
+		return err
+	}
+	r.logger.WarnContext(ctx, "dropped rows a previous session wrote above the cursor (it stopped before moving it); indexing them again",
+		"from", next, "blocks", len(blocks))
+	return nil
 }
 
 // finishOrphans tombstones the rows of blocks a reorg orphaned. It runs

@@ -18,6 +18,8 @@ import (
 
 	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
 
 	"github.com/settle-dev/settle/internal/anvil"
@@ -57,8 +59,8 @@ func TestFaultSchedules(t *testing.T) {
 			break
 		}
 	}
-	t.Logf("fault suite: %d schedules in %s: %d sessions, %d payments, %d kills, %d reorgs (%d at the finality boundary), %d double processes, %d RPC faults injected, %d violations",
-		total.schedules, time.Since(start).Round(time.Second), total.sessions, total.payments, total.kills, total.reorgs, total.boundary,
+	t.Logf("fault suite: %d schedules in %s: %d sessions, %d payments, %d kills, %d reorgs (%d at the finality boundary, %d A→B→A), %d double processes, %d RPC faults injected, %d violations",
+		total.schedules, time.Since(start).Round(time.Second), total.sessions, total.payments, total.kills, total.reorgs, total.boundary, total.aba,
 		total.doubles, total.rpcFaults, len(total.violations))
 }
 
@@ -75,8 +77,8 @@ func envUint(t *testing.T, name string, def uint64) uint64 {
 }
 
 type faultStats struct {
-	schedules, sessions, payments, kills, reorgs, boundary, doubles, rpcFaults int
-	violations                                                                 []string
+	schedules, sessions, payments, kills, reorgs, boundary, aba, doubles, rpcFaults int
+	violations                                                                      []string
 }
 
 func (s *faultStats) add(o faultStats) {
@@ -86,6 +88,7 @@ func (s *faultStats) add(o faultStats) {
 	s.kills += o.kills
 	s.reorgs += o.reorgs
 	s.boundary += o.boundary
+	s.aba += o.aba
 	s.doubles += o.doubles
 	s.rpcFaults += o.rpcFaults
 	s.violations = append(s.violations, o.violations...)
@@ -330,6 +333,17 @@ func runSchedule(t *testing.T, seed uint64) faultStats {
 		}
 	}})
 
+	// The A→B→A session: its deposit's block is replaced and then comes
+	// back, the same block with the same hash.
+	abaID, _, abaRecv := s.session(evmDest(chainB, s.usdcB, anvil.DevAddress(8), "1"), nil)
+	st.sessions++
+	events = append(events, event{at: time.Duration(rng.Int64N(int64(window))), what: "A→B→A reorg", do: func() {
+		if s.abaReorg(m, s.a, s.usdcA, abaRecv) {
+			st.aba++
+			st.reorgs += 2
+		}
+	}})
+
 	// Faults.
 	roles := []string{"indexer#A", "indexer#B", "reconciler", "delivery"}
 	span := ttl + 4*time.Second
@@ -392,7 +406,7 @@ func runSchedule(t *testing.T, seed uint64) faultStats {
 
 	// Run the schedule, reading every session's status through the API
 	// between steps: a status that read terminal must never change.
-	ids := []string{boundaryID}
+	ids := []string{boundaryID, abaID}
 	for _, ps := range sessions {
 		ids = append(ids, ps.id)
 	}
@@ -452,8 +466,8 @@ func runSchedule(t *testing.T, seed uint64) faultStats {
 		}
 	}
 	st.violations = s.checkInvariants(ids, seen, quietBound)
-	t.Logf("schedule %d: %d sessions, %d payments, %d kills, %d reorgs (%d boundary), %d doubles, %d rpc faults, %d violations",
-		seed, st.sessions, st.payments, st.kills, st.reorgs, st.boundary, st.doubles, st.rpcFaults, len(st.violations))
+	t.Logf("schedule %d: %d sessions, %d payments, %d kills, %d reorgs (%d boundary, %d A→B→A), %d doubles, %d rpc faults, %d violations",
+		seed, st.sessions, st.payments, st.kills, st.reorgs, st.boundary, st.aba, st.doubles, st.rpcFaults, len(st.violations))
 	return st
 }
 
@@ -500,6 +514,101 @@ func (s *stack) boundaryReorg(m *miner, n *anvil.Node, token, recv common.Addres
 		return false
 	}
 	return atBoundary
+}
+
+// abaReorg pays recv on node in a block A, lets the reconciler attribute
+// it, replaces A by a longer fork B (the reconciler un-applies the
+// deposit), then brings A back: the same transactions with the same
+// timestamp and base fee on the same parent make the same block hash, as
+// when a node flaps between forks. It reports whether A came back exactly.
+func (s *stack) abaReorg(m *miner, n *anvil.Node, token, recv common.Address) bool {
+	ctx := context.Background()
+	m.pause()
+	defer m.resume()
+	rpc := n.RPC()
+	logf := func(format string, args ...any) bool { s.t.Logf("A→B→A: "+format, args...); return false }
+	parent, err := n.Client().HeaderByNumber(ctx, nil)
+	if err != nil {
+		return logf("head: %v", err)
+	}
+	snap, err := n.Snapshot(ctx)
+	if err != nil {
+		return logf("snapshot: %v", err)
+	}
+	data := append(crypto.Keccak256([]byte("transfer(address,uint256)"))[:4], common.LeftPadBytes(recv.Bytes(), 32)...)
+	data = append(data, common.LeftPadBytes(big.NewInt(1_000_000).Bytes(), 32)...)
+	if _, err := n.SendTx(ctx, anvil.DevKeys[payerKey], &token, data); err != nil {
+		return logf("payment: %v", err)
+	}
+	ts, baseFee := parent.Time+1, (*hexutil.Big)(parent.BaseFee)
+	mineA := func() (*types.Block, error) {
+		if err := rpc.CallContext(ctx, nil, "evm_setNextBlockTimestamp", ts); err != nil {
+			return nil, err
+		}
+		if err := rpc.CallContext(ctx, nil, "anvil_setNextBlockBaseFeePerGas", baseFee); err != nil {
+			return nil, err
+		}
+		if err := n.Mine(ctx, 1); err != nil {
+			return nil, err
+		}
+		return n.Client().BlockByNumber(ctx, nil)
+	}
+	a, err := mineA()
+	if err != nil {
+		return logf("mining A: %v", err)
+	}
+	var raws []hexutil.Bytes
+	for _, tx := range a.Transactions() {
+		var raw hexutil.Bytes
+		if err := rpc.CallContext(ctx, &raw, "eth_getRawTransactionByHash", tx.Hash()); err != nil {
+			return logf("raw tx: %v", err)
+		}
+		raws = append(raws, raw)
+	}
+	waitCursor := func(number uint64, hash string) {
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			var cur int64
+			var h string
+			err := s.db.PG.QueryRow(ctx, `SELECT number, hash FROM reconciler_cursors WHERE chain_id = $1`, int64(n.ChainID())).Scan(&cur, &h)
+			if err == nil && uint64(cur) >= number && (hash == "" || strings.EqualFold(h, hash)) {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitCursor(a.NumberU64(), a.Hash().Hex())
+	// B: two empty blocks on the same parent.
+	if err := n.Revert(ctx, snap); err != nil {
+		return logf("revert to B: %v", err)
+	}
+	if snap, err = n.Snapshot(ctx); err != nil {
+		return logf("snapshot: %v", err)
+	}
+	if err := n.Mine(ctx, 2); err != nil {
+		return logf("mining B: %v", err)
+	}
+	waitCursor(a.NumberU64()+1, "")
+	// A again, and a block on it so the chain is longer than B.
+	if err := n.Revert(ctx, snap); err != nil {
+		return logf("revert to A: %v", err)
+	}
+	for _, raw := range raws {
+		if err := rpc.CallContext(ctx, nil, "eth_sendRawTransaction", raw); err != nil {
+			return logf("replaying A: %v", err)
+		}
+	}
+	a2, err := mineA()
+	if err != nil {
+		return logf("mining A again: %v", err)
+	}
+	if err := n.Mine(ctx, 2); err != nil {
+		return logf("mining on A: %v", err)
+	}
+	if a2.Hash() != a.Hash() {
+		return logf("block %d came back as %s, not %s", a.NumberU64(), a2.Hash().Hex(), a.Hash().Hex())
+	}
+	return true
 }
 
 // allSettled reports whether every session has ended, or waits for a

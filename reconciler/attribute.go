@@ -405,7 +405,9 @@ func classify(s sessionRow, allowlisted bool, blockTime time.Time) string {
 		return ReasonLate
 	case s.status.Terminal() || s.hasPayout:
 		return ReasonFinished
-	case s.status != session.Processing && !blockTime.Before(s.expiresAt):
+	case !blockTime.Before(s.expiresAt):
+		// Also for a processing session: a top-up after the deadline
+		// does not count, however soon the bounce is decided.
 		return ReasonLate
 	}
 	return ""

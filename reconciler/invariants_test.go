@@ -420,3 +420,37 @@ func TestConversionDustIsRecorded(t *testing.T) {
 		t.Fatalf("dust entry %s %s, want %s 123456789012", amount, token, dai)
 	}
 }
+
+// A deposit counts as in time when its block is stamped before the
+// deadline, whatever the session's status: a top-up of an underpaid
+// session mined after the deadline is late, not credited because the
+// bounce had not been decided yet (which would make the outcome depend on
+// how fast the reconciler ran).
+func TestTopUpAfterDeadlineIsLate(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	id, rc := h.session(sessionOpts{amount: units(10, 6), expires: h.blockTime(5)})
+	h.block(1, "0xa1", xfer{token: usdc, from: payer, to: rc, amount: units(4, 6), tx: "0x" + strings.Repeat("b", 64)})
+	h.step()
+	late := xfer{token: usdc, from: payer, to: rc, amount: units(6, 6), tx: "0x" + strings.Repeat("c", 64)}
+	h.block(6, "0xa6", late)
+	h.step()
+	var credited bool
+	var reason *string
+	if err := h.pg.QueryRow(h.ctx, `SELECT credited, exception FROM deposits WHERE tx_hash = $1`, late.tx).Scan(&credited, &reason); err != nil {
+		t.Fatal(err)
+	}
+	if credited || reason == nil || *reason != ReasonLate {
+		t.Fatalf("top-up mined after the deadline: credited=%v reason=%v, want a late exception", credited, reason)
+	}
+	for n := uint64(7); n <= 9; n++ {
+		h.block(n, fmt.Sprintf("0xa%d", n))
+	}
+	h.step()
+	if _, err := h.r.Settle(h.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.payouts(id); got["refund"] != units(4, 6).String() || len(got) != 1 {
+		t.Fatalf("payouts %v, want one refund of the 4 USDC paid in time", got)
+	}
+}

@@ -118,7 +118,7 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}
 	base := "http://" + addr.String()
-	if err := printBanner(gctx, stdout, base, "http://"+metricsAddr.String()+"/metrics", key, cfg); err != nil {
+	if err := printBanner(gctx, stdout, base, "http://"+metricsAddr.String()+"/metrics", key, filepath.Join(dir, "demo-api-key"), cfg); err != nil {
 		logger.Warn("could not create the demo session for the banner", "err", err)
 	}
 	return g.Wait()
@@ -215,7 +215,7 @@ func demoKey(ctx context.Context, st *store.Store, dir string) (string, error) {
 
 // printBanner creates one demo session through the running API, so every
 // command it prints works exactly as printed.
-func printBanner(ctx context.Context, w io.Writer, base, metrics, key string, cfg *fileConfig) error {
+func printBanner(ctx context.Context, w io.Writer, base, metrics, key, keyPath string, cfg *fileConfig) error {
 	var chainID uint64
 	var token string
 	for _, c := range cfg.Chains {
@@ -240,7 +240,7 @@ settle dev is running
   postgres   %[2]s
   clickhouse %[3]s
 
-Demo merchant API key (also in .local/dev/demo-api-key):
+Demo merchant API key (also in %[10]s):
   export SETTLE_KEY=%[4]s
 
 Dev chains (anvil, 1s blocks; payer %[6]s holds test USDC):
@@ -251,7 +251,7 @@ Every token transfer they index, in ClickHouse:
 Create a session:
   curl -s -X POST %[1]s/v1/sessions -H "Authorization: Bearer $SETTLE_KEY" -H 'Content-Type: application/json' \
     -d '%[5]s'
-`, base, cfg.PostgresURL, cfg.ClickHouseURL, key, create, anvil.DevAddress(devPayer).Hex(), chainLines(cfg), chDatabase(cfg), metrics)
+`, base, cfg.PostgresURL, cfg.ClickHouseURL, key, create, anvil.DevAddress(devPayer).Hex(), chainLines(cfg), chDatabase(cfg), metrics, keyPath)
 	if err != nil {
 		return err
 	}

@@ -520,7 +520,8 @@ func (s *stack) boundaryReorg(m *miner, n *anvil.Node, token, recv common.Addres
 // it, replaces A by a longer fork B (the reconciler un-applies the
 // deposit), then brings A back: the same transactions with the same
 // timestamp and base fee on the same parent make the same block hash, as
-// when a node flaps between forks. It reports whether A came back exactly.
+// when a node flaps between forks. It reports whether A came back exactly
+// after the reconciler had read both A and B.
 func (s *stack) abaReorg(m *miner, n *anvil.Node, token, recv common.Address) bool {
 	ctx := context.Background()
 	m.pause()
@@ -565,19 +566,22 @@ func (s *stack) abaReorg(m *miner, n *anvil.Node, token, recv common.Address) bo
 		}
 		raws = append(raws, raw)
 	}
-	waitCursor := func(number uint64, hash string) {
+	waitCursor := func(number uint64, hash string) bool {
 		deadline := time.Now().Add(10 * time.Second)
 		for time.Now().Before(deadline) {
 			var cur int64
 			var h string
 			err := s.db.PG.QueryRow(ctx, `SELECT number, hash FROM reconciler_cursors WHERE chain_id = $1`, int64(n.ChainID())).Scan(&cur, &h)
 			if err == nil && uint64(cur) >= number && (hash == "" || strings.EqualFold(h, hash)) {
-				return
+				return true
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
+		return false
 	}
-	waitCursor(a.NumberU64(), a.Hash().Hex())
+	// Both forks count only if the reconciler read each of them (an RPC
+	// fault may hide a fork from the indexer).
+	sawA := waitCursor(a.NumberU64(), a.Hash().Hex())
 	// B: two empty blocks on the same parent.
 	if err := n.Revert(ctx, snap); err != nil {
 		return logf("revert to B: %v", err)
@@ -588,7 +592,7 @@ func (s *stack) abaReorg(m *miner, n *anvil.Node, token, recv common.Address) bo
 	if err := n.Mine(ctx, 2); err != nil {
 		return logf("mining B: %v", err)
 	}
-	waitCursor(a.NumberU64()+1, "")
+	sawB := waitCursor(a.NumberU64()+1, "")
 	// A again, and a block on it so the chain is longer than B.
 	if err := n.Revert(ctx, snap); err != nil {
 		return logf("revert to A: %v", err)
@@ -607,6 +611,9 @@ func (s *stack) abaReorg(m *miner, n *anvil.Node, token, recv common.Address) bo
 	}
 	if a2.Hash() != a.Hash() {
 		return logf("block %d came back as %s, not %s", a.NumberU64(), a2.Hash().Hex(), a.Hash().Hex())
+	}
+	if !sawA || !sawB {
+		return logf("the reconciler did not read both forks in time (A %v, B %v); an ordinary reorg", sawA, sawB)
 	}
 	return true
 }

@@ -494,17 +494,7 @@ func (s *stack) boundaryReorg(m *miner, n *anvil.Node, token, recv common.Addres
 	if err != nil {
 		return false
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	atBoundary := false
-	for time.Now().Before(deadline) {
-		var cur int64
-		err := s.db.PG.QueryRow(ctx, `SELECT number FROM reconciler_cursors WHERE chain_id = $1`, int64(n.ChainID())).Scan(&cur)
-		if err == nil && uint64(cur) >= head {
-			atBoundary = true
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	atBoundary := s.waitReconciled(n, head, "")
 	if atBoundary {
 		// Give a wrongly early finality every chance to settle it.
 		time.Sleep(700 * time.Millisecond)
@@ -566,22 +556,9 @@ func (s *stack) abaReorg(m *miner, n *anvil.Node, token, recv common.Address) bo
 		}
 		raws = append(raws, raw)
 	}
-	waitCursor := func(number uint64, hash string) bool {
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			var cur int64
-			var h string
-			err := s.db.PG.QueryRow(ctx, `SELECT number, hash FROM reconciler_cursors WHERE chain_id = $1`, int64(n.ChainID())).Scan(&cur, &h)
-			if err == nil && uint64(cur) >= number && (hash == "" || strings.EqualFold(h, hash)) {
-				return true
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		return false
-	}
 	// Both forks count only if the reconciler read each of them (an RPC
 	// fault may hide a fork from the indexer).
-	sawA := waitCursor(a.NumberU64(), a.Hash().Hex())
+	sawA := s.waitReconciled(n, a.NumberU64(), a.Hash().Hex())
 	// B: two empty blocks on the same parent.
 	if err := n.Revert(ctx, snap); err != nil {
 		return logf("revert to B: %v", err)
@@ -592,7 +569,7 @@ func (s *stack) abaReorg(m *miner, n *anvil.Node, token, recv common.Address) bo
 	if err := n.Mine(ctx, 2); err != nil {
 		return logf("mining B: %v", err)
 	}
-	sawB := waitCursor(a.NumberU64()+1, "")
+	sawB := s.waitReconciled(n, a.NumberU64()+1, "")
 	// A again, and a block on it so the chain is longer than B.
 	if err := n.Revert(ctx, snap); err != nil {
 		return logf("revert to A: %v", err)
@@ -616,6 +593,22 @@ func (s *stack) abaReorg(m *miner, n *anvil.Node, token, recv common.Address) bo
 		return logf("the reconciler did not read both forks in time (A %v, B %v); an ordinary reorg", sawA, sawB)
 	}
 	return true
+}
+
+// waitReconciled waits up to 10 s for node's reconciler cursor to reach
+// number (with hash, unless empty) and reports whether it did.
+func (s *stack) waitReconciled(n *anvil.Node, number uint64, hash string) bool {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		var cur int64
+		var h string
+		err := s.db.PG.QueryRow(context.Background(), `SELECT number, hash FROM reconciler_cursors WHERE chain_id = $1`, int64(n.ChainID())).Scan(&cur, &h)
+		if err == nil && uint64(cur) >= number && (hash == "" || strings.EqualFold(h, hash)) {
+			return true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return false
 }
 
 // allSettled reports whether every session has ended, or waits for a

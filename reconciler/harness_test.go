@@ -248,6 +248,20 @@ func (h *harness) deposits(id string) []string {
 	return out
 }
 
+// classified returns how the deposit of transaction tx was applied:
+// credited, or the exception's reason.
+func (h *harness) classified(tx string) (credited bool, reason string) {
+	h.t.Helper()
+	var r *string
+	if err := h.pg.QueryRow(h.ctx, `SELECT credited, exception FROM deposits WHERE tx_hash = $1`, tx).Scan(&credited, &r); err != nil {
+		h.t.Fatal(err)
+	}
+	if r != nil {
+		reason = *r
+	}
+	return credited, reason
+}
+
 // ledger returns the session's ledger entry ids in order.
 func (h *harness) ledger(id string) []string {
 	h.t.Helper()

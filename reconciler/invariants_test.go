@@ -105,13 +105,7 @@ func TestRevivedDepositReclassified(t *testing.T) {
 	h.orphan(4, "0xb4")
 	h.block(1, "0xa1", first)
 	h.step()
-	var credited bool
-	var reason *string
-	if err := h.pg.QueryRow(h.ctx, `SELECT credited, exception FROM deposits WHERE session_id = $1 AND tx_hash = $2`, id, first.tx).
-		Scan(&credited, &reason); err != nil {
-		t.Fatal(err)
-	}
-	if credited || reason == nil || *reason != ReasonFinished {
+	if credited, reason := h.classified(first.tx); credited || reason != ReasonFinished {
 		t.Fatalf("revived deposit credited=%v reason=%v, want an after_session_finished exception", credited, reason)
 	}
 }
@@ -263,12 +257,7 @@ func TestDepositWaitingOnDecideLockSeesThePayout(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	var credited bool
-	var reason *string
-	if err := h.pg.QueryRow(h.ctx, `SELECT credited, exception FROM deposits WHERE tx_hash = $1`, top.tx).Scan(&credited, &reason); err != nil {
-		t.Fatal(err)
-	}
-	if credited || reason == nil || *reason != ReasonFinished {
+	if credited, reason := h.classified(top.tx); credited || reason != ReasonFinished {
 		t.Fatalf("top-up applied after the payout was scheduled: credited=%v reason=%v, want after_session_finished", credited, reason)
 	}
 }
@@ -435,12 +424,7 @@ func TestTopUpAfterDeadlineIsLate(t *testing.T) {
 	late := xfer{token: usdc, from: payer, to: rc, amount: units(6, 6), tx: "0x" + strings.Repeat("c", 64)}
 	h.block(6, "0xa6", late)
 	h.step()
-	var credited bool
-	var reason *string
-	if err := h.pg.QueryRow(h.ctx, `SELECT credited, exception FROM deposits WHERE tx_hash = $1`, late.tx).Scan(&credited, &reason); err != nil {
-		t.Fatal(err)
-	}
-	if credited || reason == nil || *reason != ReasonLate {
+	if credited, reason := h.classified(late.tx); credited || reason != ReasonLate {
 		t.Fatalf("top-up mined after the deadline: credited=%v reason=%v, want a late exception", credited, reason)
 	}
 	for n := uint64(7); n <= 9; n++ {

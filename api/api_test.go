@@ -130,6 +130,7 @@ func setup(t testing.TB, tweaks ...func(*api.Config)) *bundle {
 		Store:        b.store,
 		EVMReceivers: b.xpub,
 		Treasury:     treasury,
+		PublicURL:    "https://pay.example.test/",
 		Ready: map[string]func(context.Context) error{
 			"postgres":   b.db.PG.Ping,
 			"clickhouse": b.db.CH.Ping,

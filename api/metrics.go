@@ -10,6 +10,8 @@ type metrics struct {
 	sessionsCreated *prometheus.CounterVec
 	receivers       *prometheus.CounterVec
 	txHints         *prometheus.CounterVec
+	paymentsCreated *prometheus.CounterVec
+	idempotent      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -35,8 +37,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "settle_api_tx_hints_total",
 			Help: "PUT check txHash hints: looked_up, error (the lookup failed) or limited (over the session's lookup budget, not looked up).",
 		}, []string{"outcome"}),
+		paymentsCreated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "settle_api_payments_created_total",
+			Help: "POST /api/payment outcomes: created, existing (an externalId seen before), invalid, unauthenticated or error.",
+		}, []string{"outcome"}),
+		idempotent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "settle_api_idempotent_requests_total",
+			Help: "POSTs with an Idempotency-Key: stored (first response kept) or replayed.",
+		}, []string{"outcome"}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.sessionsCreated, m.receivers, m.txHints)
+	reg.MustRegister(m.requests, m.duration, m.sessionsCreated, m.receivers, m.txHints, m.paymentsCreated, m.idempotent)
+	for _, o := range []string{"created", "existing", "invalid", "unauthenticated", "error"} {
+		m.paymentsCreated.WithLabelValues(o)
+	}
+	for _, o := range []string{"stored", "replayed"} {
+		m.idempotent.WithLabelValues(o)
+	}
 	// Known label values start at zero, so rate() works from the first scrape.
 	for _, o := range []string{"created", "invalid", "unauthenticated", "error"} {
 		m.sessionsCreated.WithLabelValues(o)

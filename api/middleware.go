@@ -141,7 +141,7 @@ func preflight(methods string) handlerFunc {
 		h := w.Header()
 		h.Set("Access-Control-Allow-Origin", "*")
 		h.Set("Access-Control-Allow-Methods", methods+", OPTIONS")
-		h.Set("Access-Control-Allow-Headers", "Content-Type, x-sdk-version")
+		h.Set("Access-Control-Allow-Headers", "Content-Type, x-sdk-version, Idempotency-Key")
 		h.Set("Access-Control-Max-Age", "600")
 		w.WriteHeader(http.StatusNoContent)
 		return nil

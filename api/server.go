@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -32,6 +33,11 @@ type Store interface {
 	// IsReceiver reports whether address (EVM: any letter case) is a
 	// receiver of the family, of any session.
 	IsReceiver(ctx context.Context, family, address string) (bool, error)
+	CreatePayment(ctx context.Context, s *session.Session, decimals uint8) (*session.Session, bool, error)
+	GetPayment(ctx context.Context, paymentID string) (*session.Session, error)
+	GetPaymentByExternalID(ctx context.Context, merchantID, externalID string) (*session.Session, error)
+	ClaimIdempotencyKey(ctx context.Context, scope, key string, requestHash []byte) (*store.IdempotencyClaim, *store.StoredResponse, error)
+	PruneIdempotencyKeys(ctx context.Context) (int64, error)
 }
 
 // CodeChecker looks at a chain's state for the create checks.
@@ -80,6 +86,10 @@ type Config struct {
 	TxHintEvery time.Duration
 	// Ready lists dependency checks for /readyz, by name.
 	Ready map[string]func(context.Context) error
+	// PublicURL is the base URL payers reach this server at (api.public_url,
+	// e.g. https://pay.example.com), for the checkout page links the create
+	// calls return; default http:// plus the listen address.
+	PublicURL string
 	// SessionTTL is how long a new session stays open; default one hour.
 	SessionTTL time.Duration
 	Logger     *slog.Logger
@@ -93,10 +103,12 @@ type Config struct {
 type Server struct {
 	cfg      Config
 	treasury string // cfg.Treasury, lowercase
-	logger   *slog.Logger
-	metrics  *metrics
-	hints    *hintLimiter
-	mux      *http.ServeMux
+	// publicURL is cfg.PublicURL without a trailing slash.
+	publicURL string
+	logger    *slog.Logger
+	metrics   *metrics
+	hints     *hintLimiter
+	mux       *http.ServeMux
 }
 
 // New checks cfg and builds a Server.
@@ -110,6 +122,12 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("api: Treasury: %w", err)
 		}
 		treasury = strings.ToLower(cfg.Treasury)
+	}
+	if cfg.PublicURL != "" {
+		u, err := url.Parse(cfg.PublicURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return nil, fmt.Errorf("api: PublicURL %q must be an absolute http(s) URL without query or fragment", cfg.PublicURL)
+		}
 	}
 	cfg.SessionTTL = cmp.Or(cfg.SessionTTL, time.Hour)
 	cfg.TxHintBurst = cmp.Or(cfg.TxHintBurst, 3)
@@ -128,12 +146,13 @@ func New(cfg Config) (*Server, error) {
 		base = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		cfg:      cfg,
-		treasury: treasury,
-		logger:   slog.New(logHandler{base.Handler()}).With("component", "api"),
-		metrics:  newMetrics(cfg.Registerer),
-		hints:    newHintLimiter(cfg.TxHintEvery, cfg.TxHintBurst),
-		mux:      http.NewServeMux(),
+		cfg:       cfg,
+		treasury:  treasury,
+		publicURL: strings.TrimRight(cfg.PublicURL, "/"),
+		logger:    slog.New(logHandler{base.Handler()}).With("component", "api"),
+		metrics:   newMetrics(cfg.Registerer),
+		hints:     newHintLimiter(cfg.TxHintEvery, cfg.TxHintBurst),
+		mux:       http.NewServeMux(),
 	}
 	s.routes()
 	return s, nil
@@ -141,16 +160,20 @@ func New(cfg Config) (*Server, error) {
 
 func (s *Server) routes() {
 	handle := func(pattern string, h handlerFunc) { s.mux.Handle(pattern, s.route(pattern, h)) }
-	handle("POST /v1/sessions", s.createSession)
+	handle("POST /v1/sessions", s.idempotent(s.merchantScope(s.merchantFromKey), s.createSession))
 	handle("GET /v1/sessions/{id}", cors(s.getSession))
 	handle("OPTIONS /v1/sessions/{id}", preflight("GET"))
-	handle("POST /v1/sessions/{id}/paymentMethods", cors(s.createPaymentMethod))
+	handle("POST /v1/sessions/{id}/paymentMethods", cors(s.idempotent(sessionScope, s.createPaymentMethod)))
 	handle("OPTIONS /v1/sessions/{id}/paymentMethods", preflight("POST"))
 	handle("PUT /v1/sessions/{id}/check", cors(s.checkSession))
 	handle("OPTIONS /v1/sessions/{id}/check", preflight("PUT"))
 	// Method-less patterns catch the other methods on known paths, so a
 	// wrong method gets a 405 in the error envelope, not ServeMux's text.
-	for _, p := range []string{"/v1/sessions", "/v1/sessions/{id}", "/v1/sessions/{id}/paymentMethods", "/v1/sessions/{id}/check"} {
+	handle("POST /api/payment", s.idempotent(s.merchantScope(s.merchantFromPaymentsKey), s.createPayment))
+	handle("GET /api/payment/{id}", s.getPayment)
+	handle("GET /api/payment/external-id/{externalId}", s.getPaymentByExternalID)
+	for _, p := range []string{"/v1/sessions", "/v1/sessions/{id}", "/v1/sessions/{id}/paymentMethods", "/v1/sessions/{id}/check",
+		"/api/payment", "/api/payment/{id}", "/api/payment/external-id/{externalId}"} {
 		handle(p, methodNotAllowed)
 	}
 	handle("GET /healthz", func(w http.ResponseWriter, r *http.Request) error {
@@ -190,6 +213,25 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// pruneIdempotencyKeys deletes stored responses past their 24 hours, hourly,
+// until ctx is done. Any number of API processes may do it at once.
+func (s *Server) pruneIdempotencyKeys(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if n, err := s.cfg.Store.PruneIdempotencyKeys(ctx); err != nil && ctx.Err() == nil {
+			s.logger.WarnContext(ctx, "pruning idempotency keys failed; will retry", "err", err)
+		} else if n > 0 {
+			s.logger.InfoContext(ctx, "pruned idempotency keys", "deleted", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // Handler returns the API's root handler.
 func (s *Server) Handler() http.Handler { return s.mux }
 
@@ -208,6 +250,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	go s.pruneIdempotencyKeys(ctx)
 	s.logger.InfoContext(ctx, "api listening", "addr", ln.Addr().String())
 	select {
 	case err := <-errc:

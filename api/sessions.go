@@ -27,6 +27,9 @@ func randomHex(n int) string {
 // merchantFromKey authenticates the Authorization: Bearer header. Unknown
 // and revoked keys get the same answer.
 func (s *Server) merchantFromKey(r *http.Request) (string, error) {
+	if id, ok := r.Context().Value(merchantKey{}).(string); ok {
+		return id, nil // authenticated already (idempotent)
+	}
 	h := r.Header.Get("Authorization")
 	if h == "" {
 		return "", authError("missing_api_key", "Send your API key as Authorization: Bearer <key>.")
@@ -204,7 +207,7 @@ func (s *Server) createPaymentMethod(w http.ResponseWriter, r *http.Request) err
 		s.metrics.receivers.WithLabelValues(created.Family).Inc()
 		s.logger.InfoContext(r.Context(), "receiver allocated", "session_id", ss.ID, "family", created.Family, "derivation_index", created.Index)
 		if s.cfg.ReceiverCreated != nil {
-			s.cfg.ReceiverCreated()
+			afterCommit(r.Context(), s.cfg.ReceiverCreated)
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"session": publicView(updated, updated.StatusAt(s.cfg.Now()))})

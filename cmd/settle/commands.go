@@ -72,7 +72,16 @@ func apiGroup(ctx context.Context, g *errgroup.Group, cfg *fileConfig, pg *pgxpo
 	if err != nil {
 		return nil, err
 	}
+	ln, err := net.Listen("tcp", cfg.API.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listening for api: %w", err)
+	}
+	publicURL := cfg.API.PublicURL
+	if publicURL == "" {
+		publicURL = "http://" + ln.Addr().String()
+	}
 	srv, err := api.New(api.Config{
+		PublicURL:       publicURL,
 		Chains:          chains,
 		Store:           st,
 		EVMReceivers:    receivers,
@@ -89,11 +98,8 @@ func apiGroup(ctx context.Context, g *errgroup.Group, cfg *fileConfig, pg *pgxpo
 		Registerer: reg,
 	})
 	if err != nil {
+		ln.Close()
 		return nil, err
-	}
-	ln, err := net.Listen("tcp", cfg.API.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("listening for api: %w", err)
 	}
 	g.Go(func() error { return srv.Run(ctx, ln) })
 	g.Go(func() error { return m.Run(ctx) })

@@ -29,6 +29,9 @@ type fileConfig struct {
 		// never exposes them.
 		MetricsListen string        `yaml:"metrics_listen"` // SETTLE_API_METRICS_LISTEN
 		SessionTTL    time.Duration `yaml:"session_ttl"`    // SETTLE_SESSION_TTL
+		// PublicURL is where payers reach the API (the checkout page links
+		// of POST /api/payment); default http:// plus the listen address.
+		PublicURL string `yaml:"public_url"` // SETTLE_API_PUBLIC_URL
 	} `yaml:"api"`
 	Reconciler struct {
 		MetricsListen string `yaml:"metrics_listen"` // SETTLE_RECONCILER_METRICS_LISTEN
@@ -138,6 +141,7 @@ func loadConfig(path string, dev bool) (*fileConfig, error) {
 	env("SETTLE_LOG_LEVEL", &cfg.LogLevel)
 	env("SETTLE_API_LISTEN", &cfg.API.Listen)
 	env("SETTLE_API_METRICS_LISTEN", &cfg.API.MetricsListen)
+	env("SETTLE_API_PUBLIC_URL", &cfg.API.PublicURL)
 	env("SETTLE_RECONCILER_METRICS_LISTEN", &cfg.Reconciler.MetricsListen)
 	env("SETTLE_EVM_XPUB", &cfg.Receivers.EVMXPub)
 	env("SETTLE_INDEXER_METRICS_LISTEN", &cfg.Indexer.MetricsListen)

@@ -141,6 +141,9 @@ type Session struct {
 	CreatedAt     time.Time
 	ExpiresAt     time.Time
 	PaymentMethod *PaymentMethod
+	// Payment is set on a session the Payments API created; nil for one
+	// of the Sessions API.
+	Payment *Payment
 	// AttributedThrough is the block time up to which every indexed
 	// chain's reconciler has attributed final blocks, read in the same
 	// snapshot as the session; zero when no chain is indexed (the deadline

@@ -43,7 +43,7 @@ type Receiver struct {
 // constraints on receivers turn any bug that would reuse an address into an
 // error rather than a shared address.
 func (s *Store) SetReceiverPaymentMethod(ctx context.Context, sessionID, pmType, family string, derive DeriveFunc, now time.Time) (ss *session.Session, created *Receiver, err error) {
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, s.db(ctx), func(tx pgx.Tx) error {
 		// The row lock serialises concurrent calls on one session, so two
 		// racing requests cannot both allocate a receiver. It is taken in its
 		// own statement: under READ COMMITTED the next statement then reads a
@@ -130,7 +130,7 @@ func (s *Store) IsReceiver(ctx context.Context, family, address string) (bool, e
 	var found bool
 	// Served by the UNIQUE (family, address) index.
 	const q = `SELECT EXISTS (SELECT 1 FROM receivers WHERE family = $1 AND address = $2)`
-	if err := s.pool.QueryRow(ctx, q, family, address).Scan(&found); err != nil {
+	if err := s.db(ctx).QueryRow(ctx, q, family, address).Scan(&found); err != nil {
 		return false, fmt.Errorf("looking up receiver %s: %w", address, err)
 	}
 	return found, nil

@@ -109,7 +109,7 @@ func (s *Store) CreateAPIKey(ctx context.Context, merchantID string) (key, keyID
 func (s *Store) MerchantByAPIKey(ctx context.Context, key string) (string, error) {
 	var merchantID string
 	const q = `SELECT merchant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL`
-	err := s.pool.QueryRow(ctx, q, HashAPIKey(key)).Scan(&merchantID)
+	err := s.db(ctx).QueryRow(ctx, q, HashAPIKey(key)).Scan(&merchantID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", ErrNotFound
 	}

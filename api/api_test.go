@@ -98,11 +98,11 @@ func setup(t testing.TB, tweaks ...func(*api.Config)) *bundle {
 		}
 	}
 	chains, err := chain.NewRegistry([]chain.Chain{
-		{ID: 8453, Name: "Base", Family: chain.FamilyEVM, Executor: baseExecutor, Tokens: []chain.Token{
+		{ID: 8453, Name: "Base", Family: chain.FamilyEVM, Executor: baseExecutor, Indexed: true, Tokens: []chain.Token{
 			{Symbol: "USDC", Address: baseUSDC, Decimals: 6},
 			{Symbol: "DAI", Address: baseDAI, Decimals: 18},
 		}},
-		{ID: 10, Name: "Optimism", Family: chain.FamilyEVM, Executor: opExecutor, Tokens: []chain.Token{{Symbol: "USDC", Address: opUSDC, Decimals: 6}}},
+		{ID: 10, Name: "Optimism", Family: chain.FamilyEVM, Executor: opExecutor, Indexed: true, Tokens: []chain.Token{{Symbol: "USDC", Address: opUSDC, Decimals: 6}}},
 		{ID: chain.SolanaChainID, Name: "Solana", Family: chain.FamilySolana, Tokens: []chain.Token{{Symbol: "USDC", Address: solanaUSDC, Decimals: 6}}},
 	})
 	if err != nil {

@@ -172,6 +172,10 @@ func (s *Server) routes() {
 	handle("POST /api/payment", s.idempotent(s.merchantScope(s.merchantFromPaymentsKey), s.createPayment))
 	handle("GET /api/payment/{id}", s.getPayment)
 	handle("GET /api/payment/external-id/{externalId}", s.getPaymentByExternalID)
+	handle("GET /checkout", s.checkoutPageHandler)
+	handle("POST /checkout/select", s.checkoutSelect)
+	handle("GET /checkout/status", s.checkoutStatus)
+	handle("GET /checkout/assets/{name}", s.checkoutAsset)
 	for _, p := range []string{"/v1/sessions", "/v1/sessions/{id}", "/v1/sessions/{id}/paymentMethods", "/v1/sessions/{id}/check",
 		"/api/payment", "/api/payment/{id}", "/api/payment/external-id/{externalId}"} {
 		handle(p, methodNotAllowed)

@@ -186,6 +186,18 @@ func (s *Server) createPaymentMethod(w http.ResponseWriter, r *http.Request) err
 	default:
 		return validationf("paymentMethod.type", "invalid_value", "paymentMethod.type must be evm, tron, solana or fiat, not %q.", pm.Type)
 	}
+	updated, err := s.setEVMMethod(r.Context(), ss)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"session": publicView(updated, updated.StatusAt(s.cfg.Now()))})
+	return nil
+}
+
+// setEVMMethod sets the evm payment method on a session: a receiver
+// address, the same on every EVM chain (allocated once; setting it again
+// returns the same one).
+func (s *Server) setEVMMethod(ctx context.Context, ss *session.Session) (*session.Session, error) {
 	now := s.cfg.Now().Truncate(1e9)
 	derive := func(index uint32) (string, error) {
 		a, err := s.cfg.EVMReceivers.Address(index)
@@ -194,24 +206,23 @@ func (s *Server) createPaymentMethod(w http.ResponseWriter, r *http.Request) err
 		}
 		return strings.ToLower(a.Hex()), nil
 	}
-	updated, created, err := s.cfg.Store.SetReceiverPaymentMethod(r.Context(), ss.ID, "evm", string(chain.FamilyEVM), derive, now)
+	updated, created, err := s.cfg.Store.SetReceiverPaymentMethod(ctx, ss.ID, "evm", string(chain.FamilyEVM), derive, now)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return errSessionNotFound
+		return nil, errSessionNotFound
 	case errors.Is(err, store.ErrConflict):
-		return &Error{Status: http.StatusConflict, Type: typeInvalidRequest, Code: "session_not_open", Message: conflictMessage(err)}
+		return nil, &Error{Status: http.StatusConflict, Type: typeInvalidRequest, Code: "session_not_open", Message: conflictMessage(err)}
 	case err != nil:
-		return err
+		return nil, err
 	}
 	if created != nil {
 		s.metrics.receivers.WithLabelValues(created.Family).Inc()
-		s.logger.InfoContext(r.Context(), "receiver allocated", "session_id", ss.ID, "family", created.Family, "derivation_index", created.Index)
+		s.logger.InfoContext(ctx, "receiver allocated", "session_id", ss.ID, "family", created.Family, "derivation_index", created.Index)
 		if s.cfg.ReceiverCreated != nil {
-			afterCommit(r.Context(), s.cfg.ReceiverCreated)
+			afterCommit(ctx, s.cfg.ReceiverCreated)
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"session": publicView(updated, updated.StatusAt(s.cfg.Now()))})
-	return nil
+	return updated, nil
 }
 
 // lookUpHint asks TxHint to apply a payer's transaction at once and returns

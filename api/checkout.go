@@ -242,6 +242,9 @@ type checkoutPage struct {
 	Amount      string // the destination amount, "" for an open one
 	Symbol      string
 	Options     []payOption
+	// Fiat offers the onramp (a provider is configured and the payment's
+	// paymentOptions allow it).
+	Fiat bool
 	Pay         *checkoutPay
 	ExpiresAt   int64
 	SecondsLeft int64
@@ -294,6 +297,7 @@ func (s *Server) checkoutPageHandler(w http.ResponseWriter, r *http.Request) err
 	}
 	if p.State == stateOpen {
 		p.Options = s.payOptions(ss)
+		p.Fiat = s.fiatOffered(ss)
 		if pick := r.FormValue("pay"); pick != "" && ss.PaymentMethod != nil && ss.PaymentMethod.Type == "evm" {
 			for _, o := range p.Options {
 				if o.Value() == pick {
@@ -354,6 +358,43 @@ func (s *Server) checkoutSelect(w http.ResponseWriter, r *http.Request) error {
 	q := ref.query()
 	q.Set("pay", pick)
 	http.Redirect(w, r, "/checkout?"+q.Encode(), http.StatusSeeOther)
+	return nil
+}
+
+// fiatOffered reports whether the page offers the onramp: a provider is
+// configured and the merchant's paymentOptions, if given, name it
+// (RampNetwork, the onramp option of the Payments API).
+func (s *Server) fiatOffered(ss *session.Session) bool {
+	if s.cfg.Fiat == nil {
+		return false
+	}
+	if ss.Payment == nil || ss.Payment.Checkout.PaymentOptions == nil {
+		return true
+	}
+	return slices.Contains(ss.Payment.Checkout.PaymentOptions, "RampNetwork")
+}
+
+// checkoutFiat serves the onramp button: it sets the fiat payment method
+// and sends the payer to the provider's page, which brings them back here.
+func (s *Server) checkoutFiat(w http.ResponseWriter, r *http.Request) error {
+	s.checkoutHeaders(w)
+	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
+	if err := r.ParseForm(); err != nil {
+		return s.checkoutError(w, r, validationf("", "invalid_form", "The form could not be read."))
+	}
+	ss, ref, err := s.checkoutSession(r)
+	if err != nil {
+		return s.checkoutError(w, r, err)
+	}
+	if !s.fiatOffered(ss) {
+		return s.checkoutError(w, r, validationf("fiat", "payment_method_not_enabled", "Paying by bank or card is not available for this payment."))
+	}
+	back := s.publicURL + "/checkout?" + ref.query().Encode()
+	_, hosted, err := s.startFiat(r.Context(), ss, r.PostForm.Get("fiatMethod"), back)
+	if err != nil {
+		return s.checkoutError(w, r, err)
+	}
+	http.Redirect(w, r, hosted, http.StatusSeeOther)
 	return nil
 }
 

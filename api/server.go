@@ -30,6 +30,7 @@ type Store interface {
 	CreateSession(ctx context.Context, s *session.Session, decimals uint8) error
 	GetSession(ctx context.Context, id string) (*session.Session, error)
 	SetReceiverPaymentMethod(ctx context.Context, sessionID, pmType, family string, derive store.DeriveFunc, now time.Time) (*session.Session, *store.Receiver, error)
+	SetFiatPaymentMethod(ctx context.Context, sessionID, fiatMethod string, derive store.DeriveFunc, now time.Time) (*session.Session, *store.Receiver, error)
 	// IsReceiver reports whether address (EVM: any letter case) is a
 	// receiver of the family, of any session.
 	IsReceiver(ctx context.Context, family, address string) (bool, error)
@@ -86,6 +87,12 @@ type Config struct {
 	TxHintEvery time.Duration
 	// Ready lists dependency checks for /readyz, by name.
 	Ready map[string]func(context.Context) error
+	// Fiat, if set, enables the fiat payment method through this onramp;
+	// nil answers payment_method_not_enabled.
+	Fiat FiatProvider
+	// Mount serves extra handlers on the public listener by ServeMux
+	// pattern (the sandbox onramp's hosted page under settle dev).
+	Mount map[string]http.Handler
 	// PublicURL is the base URL payers reach this server at (api.public_url,
 	// e.g. https://pay.example.com), for the checkout page links the create
 	// calls return; default http:// plus the listen address.
@@ -174,11 +181,15 @@ func (s *Server) routes() {
 	handle("GET /api/payment/external-id/{externalId}", s.getPaymentByExternalID)
 	handle("GET /checkout", s.checkoutPageHandler)
 	handle("POST /checkout/select", s.checkoutSelect)
+	handle("POST /checkout/fiat", s.checkoutFiat)
 	handle("GET /checkout/status", s.checkoutStatus)
 	handle("GET /checkout/assets/{name}", s.checkoutAsset)
 	for _, p := range []string{"/v1/sessions", "/v1/sessions/{id}", "/v1/sessions/{id}/paymentMethods", "/v1/sessions/{id}/check",
 		"/api/payment", "/api/payment/{id}", "/api/payment/external-id/{externalId}"} {
 		handle(p, methodNotAllowed)
+	}
+	for pattern, h := range s.cfg.Mount {
+		s.mux.Handle(pattern, h)
 	}
 	handle("GET /healthz", func(w http.ResponseWriter, r *http.Request) error {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

@@ -178,7 +178,18 @@ func (s *Server) createPaymentMethod(w http.ResponseWriter, r *http.Request) err
 	}
 	switch pm.Type {
 	case "evm":
-	case "tron", "solana", "fiat":
+	case "fiat":
+		updated, hosted, err := s.startFiat(r.Context(), ss, pm.FiatMethod, "")
+		if err != nil {
+			return err
+		}
+		fiat := map[string]string{"hostedUrl": hosted}
+		if m := updated.PaymentMethod.FiatMethod; m != "" {
+			fiat["fiatMethod"] = m
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"session": publicView(updated, updated.StatusAt(s.cfg.Now())), "fiat": fiat})
+		return nil
+	case "tron", "solana":
 		return &Error{Status: http.StatusBadRequest, Type: typeInvalidRequest, Code: "payment_method_not_enabled",
 			Param: "paymentMethod.type", Message: "Payment method " + pm.Type + " is not enabled on this server."}
 	case "":
@@ -199,14 +210,7 @@ func (s *Server) createPaymentMethod(w http.ResponseWriter, r *http.Request) err
 // returns the same one).
 func (s *Server) setEVMMethod(ctx context.Context, ss *session.Session) (*session.Session, error) {
 	now := s.cfg.Now().Truncate(1e9)
-	derive := func(index uint32) (string, error) {
-		a, err := s.cfg.EVMReceivers.Address(index)
-		if err != nil {
-			return "", err
-		}
-		return strings.ToLower(a.Hex()), nil
-	}
-	updated, created, err := s.cfg.Store.SetReceiverPaymentMethod(ctx, ss.ID, "evm", string(chain.FamilyEVM), derive, now)
+	updated, created, err := s.cfg.Store.SetReceiverPaymentMethod(ctx, ss.ID, "evm", string(chain.FamilyEVM), s.deriveEVM, now)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, errSessionNotFound
@@ -223,6 +227,15 @@ func (s *Server) setEVMMethod(ctx context.Context, ss *session.Session) (*sessio
 		}
 	}
 	return updated, nil
+}
+
+// deriveEVM is the EVM receiver at a derivation index, lowercase as stored.
+func (s *Server) deriveEVM(index uint32) (string, error) {
+	a, err := s.cfg.EVMReceivers.Address(index)
+	if err != nil {
+		return "", err
+	}
+	return strings.ToLower(a.Hex()), nil
 }
 
 // lookUpHint asks TxHint to apply a payer's transaction at once and returns

@@ -74,10 +74,15 @@ func publicView(s *session.Session, status session.Status) sessionPublic {
 		v.Destination.Delivery = &deliveryJSON{TxHash: d.Delivery.TxHash, ReceivedUnits: d.Delivery.ReceivedUnits}
 	}
 	if pm := s.PaymentMethod; pm != nil {
-		// An evm payment method's receiver and deposit are on EVM chains.
-		evm := pm.Type == string(chain.FamilyEVM)
-		v.PaymentMethod = &paymentMethodJSON{Type: pm.Type, ReceiverAddress: addressOut(evm, pm.ReceiverAddress),
-			FiatMethod: pm.FiatMethod, CreatedAt: pm.CreatedAt.Unix()}
+		// An evm payment method's receiver and deposit are on EVM chains,
+		// and so is a fiat one's: the onramp pays an EVM receiver. That
+		// receiver is the provider's business, not the payer's: the fiat
+		// object has no receiverAddress.
+		evm := pm.Type == string(chain.FamilyEVM) || pm.Type == "fiat"
+		v.PaymentMethod = &paymentMethodJSON{Type: pm.Type, FiatMethod: pm.FiatMethod, CreatedAt: pm.CreatedAt.Unix()}
+		if pm.Type != "fiat" {
+			v.PaymentMethod.ReceiverAddress = addressOut(evm, pm.ReceiverAddress)
+		}
 		if pm.Source != nil {
 			src := *pm.Source // a copy: the session is not the view's to change
 			src.Address, src.TokenAddress = addressOut(evm, src.Address), addressOut(evm, src.TokenAddress)

@@ -43,6 +43,18 @@ type Receiver struct {
 // constraints on receivers turn any bug that would reuse an address into an
 // error rather than a shared address.
 func (s *Store) SetReceiverPaymentMethod(ctx context.Context, sessionID, pmType, family string, derive DeriveFunc, now time.Time) (ss *session.Session, created *Receiver, err error) {
+	return s.setReceiverPaymentMethod(ctx, sessionID, pmType, family, "", derive, now)
+}
+
+// SetFiatPaymentMethod sets the fiat payment method: an onramp pays the
+// stablecoin it buys into a fresh EVM receiver, which the indexers watch
+// like any other. It behaves as SetReceiverPaymentMethod; setting fiat
+// again keeps the receiver (and the first fiatMethod).
+func (s *Store) SetFiatPaymentMethod(ctx context.Context, sessionID, fiatMethod string, derive DeriveFunc, now time.Time) (*session.Session, *Receiver, error) {
+	return s.setReceiverPaymentMethod(ctx, sessionID, "fiat", "evm", fiatMethod, derive, now)
+}
+
+func (s *Store) setReceiverPaymentMethod(ctx context.Context, sessionID, pmType, family, fiatMethod string, derive DeriveFunc, now time.Time) (ss *session.Session, created *Receiver, err error) {
 	err = pgx.BeginFunc(ctx, s.db(ctx), func(tx pgx.Tx) error {
 		// The row lock serialises concurrent calls on one session, so two
 		// racing requests cannot both allocate a receiver. It is taken in its
@@ -93,8 +105,8 @@ func (s *Store) SetReceiverPaymentMethod(ctx context.Context, sessionID, pmType,
 			return fmt.Errorf("inserting receiver: %w", err)
 		}
 		r.CreatedAt = now
-		const insPM = `INSERT INTO payment_methods (session_id, type, receiver_id, created_at) VALUES ($1, $2, $3, $4)`
-		if _, err := tx.Exec(ctx, insPM, sessionID, pmType, r.ID, now); err != nil {
+		const insPM = `INSERT INTO payment_methods (session_id, type, receiver_id, fiat_method, created_at) VALUES ($1, $2, $3, $4, $5)`
+		if _, err := tx.Exec(ctx, insPM, sessionID, pmType, r.ID, nullString(fiatMethod), now); err != nil {
 			return fmt.Errorf("inserting payment method: %w", err)
 		}
 		if cur.Status != session.WaitingPayment {

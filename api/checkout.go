@@ -234,17 +234,17 @@ type checkoutPage struct {
 	Ref   checkoutRef
 	Query string // ref as a query string, for the poll
 	// Self is this page without a chosen token.
-	Self        template.URL
-	Title       string
-	Verb        string
-	Logo        string
-	Items       []session.Item
-	Amount      string // the destination amount, "" for an open one
-	Symbol      string
-	Options     []payOption
+	Self    template.URL
+	Title   string
+	Verb    string
+	Logo    string
+	Items   []session.Item
+	Amount  string // the destination amount, "" for an open one
+	Symbol  string
+	Options []payOption
 	// Fiat offers the onramp (a provider is configured and the payment's
 	// paymentOptions allow it).
-	Fiat bool
+	Fiat        bool
 	Pay         *checkoutPay
 	ExpiresAt   int64
 	SecondsLeft int64

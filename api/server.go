@@ -184,6 +184,13 @@ func (s *Server) routes() {
 	handle("POST /checkout/fiat", s.checkoutFiat)
 	handle("GET /checkout/status", s.checkoutStatus)
 	handle("GET /checkout/assets/{name}", s.checkoutAsset)
+	// Browsers ask for it on every page; an empty answer keeps a 404 out
+	// of the payer's console.
+	handle("GET /favicon.ico", func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "public, max-age=86400")
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	})
 	for _, p := range []string{"/v1/sessions", "/v1/sessions/{id}", "/v1/sessions/{id}/paymentMethods", "/v1/sessions/{id}/check",
 		"/api/payment", "/api/payment/{id}", "/api/payment/external-id/{externalId}"} {
 		handle(p, methodNotAllowed)

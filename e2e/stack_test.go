@@ -29,6 +29,7 @@ import (
 	"github.com/settle-dev/settle/api"
 	"github.com/settle-dev/settle/delivery"
 	deliveryevm "github.com/settle-dev/settle/delivery/evm"
+	"github.com/settle-dev/settle/fiat/sandbox"
 	"github.com/settle-dev/settle/indexer"
 	"github.com/settle-dev/settle/indexer/evm"
 	"github.com/settle-dev/settle/internal/anvil"
@@ -44,6 +45,7 @@ import (
 const (
 	chainA, chainB = 31337, 31338
 	payerKey       = 1 // anvil dev account that pays deposits
+	onrampKey      = 4 // anvil dev account of the sandbox onramp
 )
 
 type options struct {
@@ -60,6 +62,9 @@ type options struct {
 	finalizedTag bool
 	// sweep: the executor sweeps USDC receivers holding at least 1 USDC.
 	sweep bool
+	// fiat: the sandbox onramp pays USDC on chain A from anvil account
+	// onrampKey.
+	fiat bool
 }
 
 type stack struct {
@@ -156,12 +161,27 @@ func newStack(t *testing.T, o options) *stack {
 		_, err := hinter.AttributeTx(ctx, s.clients, id, tx)
 		return err
 	}
-	srv, err := api.New(api.Config{Chains: registry, Store: st, EVMReceivers: receivers, ReceiverCreated: mir.Kick,
-		TxHint: hint, SessionTTL: o.sessionTTL, Logger: logger, Registerer: s.reg})
+	// The listener comes first: the API's public URL (checkout links) is
+	// its address.
+	ts := httptest.NewUnstartedServer(nil)
+	s.url = "http://" + ts.Listener.Addr().String()
+	acfg := api.Config{Chains: registry, Store: st, EVMReceivers: receivers, ReceiverCreated: mir.Kick,
+		TxHint: hint, SessionTTL: o.sessionTTL, Logger: logger, Registerer: s.reg, PublicURL: s.url}
+	if o.fiat {
+		c, err := ethclient.Dial(s.a.URL())
+		must(err)
+		_, err = s.a.Mint(ctx, anvil.DevKeys[0], s.usdcA, anvil.DevAddress(onrampKey), million)
+		must(err)
+		onramp, err := sandbox.New(sandbox.Config{PublicURL: s.url, ChainID: chainA, Client: c, Logger: logger,
+			Token: chain.Token{Symbol: "USDC", Address: strings.ToLower(s.usdcA.Hex()), Decimals: 6}, Wallet: anvil.DevKeys[onrampKey]})
+		must(err)
+		acfg.Fiat, acfg.Mount = onramp, map[string]http.Handler{sandbox.Path: onramp}
+	}
+	srv, err := api.New(acfg)
 	must(err)
-	ts := httptest.NewServer(srv.Handler())
+	ts.Config.Handler = srv.Handler()
+	ts.Start()
 	t.Cleanup(ts.Close)
-	s.url = ts.URL
 	g.Go(func() error { return mir.Run(gctx) })
 	clients := map[uint64]delivery.ChainClient{}
 	s.clients = map[uint64]reconciler.TxReader{}

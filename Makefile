@@ -14,7 +14,7 @@ WITH_SERVICES := eval "$$($(SERVICES) env)" &&
 # deadline exceeded" and no failing input (golang/go#51484, #75804).
 FUZZTIME ?= 50000x
 
-.PHONY: all build dev dev-clean test test-go test-faults fuzz bench bench-api bench-indexer contracts lint fmt services services-down clean
+.PHONY: all build dev dev-clean test test-go test-faults fuzz bench bench-api bench-indexer contracts lint fmt services services-down clean screenshots
 
 all: build
 
@@ -55,6 +55,13 @@ FAULT_SCHEDULES ?= 200
 test-faults: services node_modules
 	$(WITH_SERVICES) SETTLE_FAULT_SCHEDULES=$(FAULT_SCHEDULES) SETTLE_FAULT_KEEP_GOING=1 \
 		$(GO) test -count=1 -run='^TestFaultSchedules$$' -timeout=300m -v ./e2e 2>&1 | grep -E '^(=== RUN|--- |    faults_test.go:.*(schedule|fault suite|broke)|ok|FAIL|PASS)|^\s{6,}'
+
+## screenshots: PNGs of the checkout page's states (docs/screenshots), from the browser e2e tests
+screenshots: services node_modules
+	scripts/chromium.sh install
+	mkdir -p docs/screenshots
+	$(WITH_SERVICES) SETTLE_SCREENSHOTS=$(abspath docs/screenshots) \
+		$(GO) test -count=1 -run='^TestCheckout.*InBrowser$$' -timeout=15m ./e2e
 
 ## fuzz: run each fuzz target briefly (FUZZTIME, default 50000 executions each); the seed corpora also run in every `go test`
 fuzz:

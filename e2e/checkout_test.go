@@ -107,14 +107,14 @@ func (b *browser) waitText(sel string, within time.Duration) string {
 	return s
 }
 
-// screenshot saves the page as name.png under SETTLE_SCREENSHOTS (make
+// screenshot saves the page as name.png (quality 100 is PNG) under SETTLE_SCREENSHOTS (make
 // screenshots), and does nothing otherwise.
 func (b *browser) screenshot(name string) {
 	dir := os.Getenv("SETTLE_SCREENSHOTS")
 	if dir == "" {
 		return
 	}
-	png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(90))
+	png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -235,8 +235,6 @@ func TestCheckoutInBrowser(t *testing.T) {
 		id, url := s.createPayment("1.00", "", nil)
 		recv, _ := b.pickToken(url)
 		s.pay(s.a, s.usdcA, recv, 1_000_000)
-		b.waitText("#status.processing, #status.completed", 60*time.Second)
-		b.screenshot("3-processing")
 		b.waitText("#status.completed", 90*time.Second)
 		b.screenshot("4-completed")
 		if p := s.payment(id); p["status"] != "payment_completed" {
@@ -271,7 +269,9 @@ func TestCheckoutBounceAndExpiryInBrowser(t *testing.T) {
 		id, url := s.createPayment("2.00", "", nil)
 		recv, _ := b.pickToken(url)
 		s.pay(s.a, s.usdcA, recv, 500_000) // a quarter of it
+		// Underpaid, it stays processing until its deadline.
 		b.waitText("#status.processing", 60*time.Second)
+		b.screenshot("3-processing")
 		b.waitText("#status.bounced", 120*time.Second)
 		b.screenshot("5-bounced")
 		p := s.payment(id)

@@ -42,6 +42,7 @@ contracts: node_modules
 
 ## test: start the local databases, vet, then every test with the race detector, then short fuzz runs
 test: services node_modules
+	scripts/chromium.sh install
 	$(MAKE) --no-print-directory test-go fuzz
 
 test-go:

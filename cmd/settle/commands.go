@@ -3,11 +3,15 @@ package main
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/url"
+	"strings"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/ethereum/go-ethereum/crypto"
@@ -17,6 +21,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/settle-dev/settle/api"
+	"github.com/settle-dev/settle/fiat/sandbox"
+	"github.com/settle-dev/settle/internal/anvil"
 	"github.com/settle-dev/settle/internal/chain"
 	"github.com/settle-dev/settle/internal/hdwallet"
 	"github.com/settle-dev/settle/internal/mirror"
@@ -42,6 +48,45 @@ func cmdMigrate(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	logger.Info("migrations done", "postgres_applied", len(res.Postgres), "clickhouse_applied", len(res.ClickHouse))
 	return nil
+}
+
+// fiatSandbox is the sandbox onramp when dev.fiat_sandbox asks for it,
+// on the first EVM chain (which must be on loopback: the wallet is anvil's
+// well-known account 4) and its first token; nil otherwise.
+func fiatSandbox(ctx context.Context, cfg *fileConfig, publicURL string, logger *slog.Logger) (*sandbox.Provider, error) {
+	if !cfg.Dev.FiatSandbox {
+		return nil, nil
+	}
+	for _, cc := range cfg.Chains {
+		if cc.Family != "evm" || cc.RPCURL == "" || len(cc.Tokens) == 0 {
+			continue
+		}
+		u, err := url.Parse(cc.RPCURL)
+		if err != nil || !isLoopbackHost(u.Hostname()) {
+			return nil, fmt.Errorf("dev.fiat_sandbox pays from a well-known dev key, so its chain %s must be on loopback, not %q", cc.Name, cc.RPCURL)
+		}
+		client, err := ethclient.DialContext(ctx, cc.RPCURL)
+		if err != nil {
+			return nil, fmt.Errorf("dialing %s for the sandbox onramp: %w", cc.Name, err)
+		}
+		t := cc.Tokens[0]
+		p, err := sandbox.New(sandbox.Config{PublicURL: publicURL, ChainID: cc.ID, Client: client, Logger: logger,
+			Token: chain.Token{Symbol: t.Symbol, Address: strings.ToLower(t.Address), Decimals: t.Decimals}, Wallet: anvil.DevKeys[devOnramp]})
+		if err != nil {
+			return nil, err
+		}
+		logger.Info("fiat method on: sandbox onramp", "chain", cc.Name, "token", t.Symbol, "wallet", p.Address().Hex())
+		return p, nil
+	}
+	return nil, errors.New("dev.fiat_sandbox needs an EVM chain with an rpc_url and a token")
+}
+
+func isLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // apiGroup adds the API server and the receiver mirror to g.
@@ -80,7 +125,12 @@ func apiGroup(ctx context.Context, g *errgroup.Group, cfg *fileConfig, pg *pgxpo
 	if publicURL == "" {
 		publicURL = "http://" + ln.Addr().String()
 	}
-	srv, err := api.New(api.Config{
+	fiat, err := fiatSandbox(ctx, cfg, publicURL, logger)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	acfg := api.Config{
 		PublicURL:       publicURL,
 		Chains:          chains,
 		Store:           st,
@@ -96,7 +146,11 @@ func apiGroup(ctx context.Context, g *errgroup.Group, cfg *fileConfig, pg *pgxpo
 		SessionTTL: cfg.API.SessionTTL,
 		Logger:     logger,
 		Registerer: reg,
-	})
+	}
+	if fiat != nil {
+		acfg.Fiat, acfg.Mount = fiat, map[string]http.Handler{sandbox.Path: fiat}
+	}
+	srv, err := api.New(acfg)
 	if err != nil {
 		ln.Close()
 		return nil, err

@@ -62,6 +62,10 @@ type fileConfig struct {
 		// Anvil starts a local anvil for every EVM chain whose rpc_url is
 		// on loopback, and deploys the test tokens listed for it.
 		Anvil bool `yaml:"anvil"`
+		// FiatSandbox turns on the fiat method with the sandbox onramp
+		// (fiat/sandbox): it pays the first chain's first token from anvil
+		// account 4, so it is accepted only on a loopback chain.
+		FiatSandbox bool `yaml:"fiat_sandbox"`
 	} `yaml:"dev"`
 }
 

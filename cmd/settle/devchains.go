@@ -22,6 +22,9 @@ import (
 // devPayer is the dev account that `make dev` funds with test tokens.
 const devPayer = 1
 
+// devOnramp is the anvil account the sandbox onramp pays from.
+const devOnramp = 4
+
 // startDevChains starts an anvil for every EVM chain of the config whose
 // rpc_url is on loopback, keeping its state in dir so the chain (and with it
 // the indexer's cursor) survives restarts, and deploys the configured test
@@ -106,11 +109,12 @@ func deployDevTokens(ctx context.Context, n *anvil.Node, cc chainConfig, treasur
 			}
 			logger.Info("deployed dev token", "chain", cc.Name, "symbol", t.Symbol, "address", strings.ToLower(got.Hex()))
 		}
-		// Keep the dev payer able to send deposits and the treasury able
-		// to deliver: top both up to a million tokens when low.
+		// Keep the dev payer and the sandbox onramp able to send deposits
+		// and the treasury able to deliver: top them up to a million
+		// tokens when low.
 		unit := new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(t.Decimals)), nil)
 		million := new(big.Int).Mul(big.NewInt(1_000_000), unit)
-		for _, to := range []common.Address{anvil.DevAddress(devPayer), treasury} {
+		for _, to := range []common.Address{anvil.DevAddress(devPayer), treasury, anvil.DevAddress(devOnramp)} {
 			bal, err := n.BalanceOf(ctx, want, to)
 			if err != nil {
 				return fmt.Errorf("reading %s balance: %w", t.Symbol, err)

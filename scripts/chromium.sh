@@ -14,7 +14,7 @@
 # Environment:
 #   SETTLE_CHROMIUM    a browser binary to use instead; when it is set and
 #                      executable, nothing is installed.
-#   SETTLE_LOCAL_DIR   where apt.log goes (default: <repo>/.local/services)
+#   SETTLE_LOCAL_DIR   where chromium-apt.log goes (default: <repo>/.local/services)
 #
 # fonts-liberation (metric-compatible Arial, Times and Courier) is a
 # Recommends of chromium that --no-install-recommends would leave out; with
@@ -85,7 +85,7 @@ cmd_install() {
   command -v apt-get >/dev/null 2>&1 || die "$CHROMIUM_BIN is missing and there is no apt-get; set SETTLE_CHROMIUM"
 
   mkdir -p -- "$LOCAL_DIR"
-  local apt_log=$LOCAL_DIR/apt.log start=$SECONDS p need_update=0
+  local apt_log=$LOCAL_DIR/chromium-apt.log start=$SECONDS p need_update=0
   log "installing ${PACKAGES[*]} (apt-get output in $apt_log)"
   # Wait for a dpkg lock held by another install (services.sh, unattended
   # upgrades) rather than failing at once.

@@ -1,18 +1,24 @@
 // Package delivery executes the payouts the reconciler schedules and
 // sweeps receivers into the treasury. It runs as `settle delivery`, holds
-// the master seed, and never imports the reconciler. It signs the
-// treasury's transactions (an ERC-20 transfer, or, for a destination with
-// calldata, the funding and execute of a single-use SettleExecutor runner:
-// see delivery/evm and contracts/SettleExecutor.sol), stores each one in
-// Postgres before broadcasting it, and follows it until its receipt is
-// final.
+// the master seed, and never imports the reconciler.
+//
+// The executor is chain-agnostic: it claims payouts, moves them through
+// their statuses (pending, sent, mined or reverted, needs_attention),
+// stores each signed transaction in Postgres before it is broadcast,
+// follows it until its inclusion is final, writes ledger rows and exports
+// metrics. What differs per chain family (nonces, fees and fee bumps,
+// signing, receipts, finality, sweep signing) is a Driver's; delivery/evm
+// is the EVM one (an ERC-20 transfer, or, for a destination with calldata,
+// the funding and execute of a single-use SettleExecutor runner: see
+// contracts/SettleExecutor.sol).
 //
 // Nothing is ever paid twice: a payout row is worked on only under its row
-// lock (SELECT … FOR UPDATE SKIP LOCKED), nonces come from treasury_nonces
-// under a row lock in the transaction that stores the signed bytes, and a
-// stored transaction is only ever re-broadcast byte for byte or replaced
-// with the same nonce. Confirming a payout (the indexer saw the transfer
-// and it is final) is the reconciler's job, not this package's.
+// lock (SELECT … FOR UPDATE SKIP LOCKED), a driver orders its signings
+// (EVM: treasury_nonces under a row lock) in the transaction that stores
+// the signed bytes, and a stored transaction is only ever re-broadcast
+// byte for byte or replaced by the driver's Bump under the same nonce.
+// Confirming a payout (the indexer saw the transfer and it is final) is
+// the reconciler's job, not this package's.
 package delivery
 
 import (
@@ -25,17 +31,26 @@ import (
 	"maps"
 	"math/big"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
-	"github.com/ethereum/go-ethereum/core/types"
-	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/settle-dev/settle/delivery/driver"
+	"github.com/settle-dev/settle/delivery/evm"
 	"github.com/settle-dev/settle/internal/redact"
 )
+
+// ChainClient is what the EVM driver needs from a node; *ethclient.Client
+// satisfies it.
+type ChainClient = evm.Client
+
+// Finality says when a block is final on an EVM chain: Depth blocks below
+// the node's head, or, with Tag, at or below the node's "finalized" block.
+type Finality = evm.Finality
 
 // Token is a token whose treasury balance is exported as a gauge.
 type Token struct {
@@ -54,7 +69,7 @@ type Config struct {
 	// Finality per chain id decides when a receipt is final: until then
 	// the executor watches its block, and a reverted call is not refunded
 	// before its revert is final. A chain without an entry uses a depth of
-	// 12 blocks.
+	// evm.DefaultFinalityDepth (12) blocks.
 	Finality map[uint64]Finality
 	// Executors are the SettleExecutor contracts per chain id that run
 	// merchant calldata (contracts/SettleExecutor.sol). A chain without
@@ -65,7 +80,7 @@ type Config struct {
 	// evm.DefaultCallGas.
 	CallGas map[uint64]uint64
 	// MaxFeePerGas per chain id is the ceiling of every transaction's fee
-	// cap in wei; default DefaultMaxFeePerGas. A transaction stuck at the
+	// cap in wei; default evm.DefaultMaxFeePerGas. A transaction stuck at the
 	// ceiling needs attention instead of being bumped without end.
 	MaxFeePerGas map[uint64]*big.Int
 	// StuckAfter is how long a payout may keep failing before it needs
@@ -108,31 +123,30 @@ type Config struct {
 	WatchEvery time.Duration
 }
 
-// DefaultMaxFeePerGas is the fee ceiling of a chain without one: 200 gwei,
-// above what Ethereum mainnet pays outside its worst minutes and far above
-// any L2.
-var DefaultMaxFeePerGas = big.NewInt(200_000_000_000)
-
 // Executor signs, stores, broadcasts and follows payout transactions. Any
 // number of executors may share a database: they never work on the same
 // payout at once and never sign two transactions with one nonce.
 type Executor struct {
-	cfg     Config
-	pg      *pgxpool.Pool
-	key     *ecdsa.PrivateKey
-	from    common.Address
-	chains  map[uint64]*chain
+	cfg Config
+	pg  *pgxpool.Pool
+	// from is the treasury, in the form Postgres holds.
+	from    string
+	chains  map[uint64]Driver
 	logger  *slog.Logger
 	metrics *metrics
 	// sweepMetrics count sweeps (sweep.go).
 	sweepMetrics *sweepMetrics
+	// tokens and sweepMin are cfg.Tokens and cfg.SweepMin by address in
+	// the form Postgres holds.
+	tokens   map[uint64][]driver.Token
+	sweepMin map[uint64]map[string]*big.Int
 
 	// mu guards lastSent, lastWatched and balancesAt.
 	mu sync.Mutex
 	// lastSent is when each stored transaction was last handed to a node
 	// by this process. It is memory only on purpose: after a restart every
 	// unmined transaction is re-broadcast at once.
-	lastSent map[common.Hash]time.Time
+	lastSent map[string]time.Time
 	// lastWatched is when each payout's receipt was last re-checked by
 	// this process.
 	lastWatched map[int64]time.Time
@@ -156,33 +170,41 @@ func New(cfg Config) (*Executor, error) {
 	if cfg.Interval < 0 || cfg.RebroadcastAfter < 0 || cfg.BumpAfter < 0 || cfg.WatchEvery < 0 || cfg.StuckAfter < 0 {
 		return nil, errors.New("delivery: Interval, RebroadcastAfter, BumpAfter, WatchEvery and StuckAfter must not be negative")
 	}
-	chains := make(map[uint64]*chain, len(cfg.Chains))
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	logger = logger.With("component", "delivery")
+	chains := make(map[uint64]Driver, len(cfg.Chains))
+	var from string
 	for id, c := range cfg.Chains {
 		if c == nil || id == 0 {
 			return nil, fmt.Errorf("delivery: chain %d has no client", id)
 		}
-		f := cfg.Finality[id]
-		if !f.Tag && f.Depth == 0 {
-			f.Depth = defaultFinalityDepth
-		}
-		ch := newChain(id, c, f, cfg.Interval)
+		dc := evm.Config{ChainID: id, Client: c, Finality: cfg.Finality[id], CallGas: cfg.CallGas[id],
+			MaxFeePerGas: cfg.MaxFeePerGas[id], Treasury: cfg.Treasury, ReceiverKey: cfg.ReceiverKey,
+			FinalTTL: cfg.Interval, Logger: logger}
 		if a, ok := cfg.Executors[id]; ok {
-			if a == (common.Address{}) {
-				return nil, fmt.Errorf("delivery: chain %d: executor address is zero", id)
-			}
-			ch.executor = &a
+			dc.Executor = &a
 		}
-		if g := cfg.CallGas[id]; g > 0 {
-			ch.callGas = g
+		d, err := evm.NewDriver(dc)
+		if err != nil {
+			return nil, fmt.Errorf("delivery: %w", err)
 		}
-		ch.maxFee = DefaultMaxFeePerGas
-		if m := cfg.MaxFeePerGas[id]; m != nil {
-			if m.Sign() <= 0 {
-				return nil, fmt.Errorf("delivery: chain %d: max fee per gas must be positive", id)
-			}
-			ch.maxFee = m
+		chains[id], from = d, d.Treasury()
+	}
+	tokens := make(map[uint64][]driver.Token, len(cfg.Tokens))
+	for id, list := range cfg.Tokens {
+		for _, t := range list {
+			tokens[id] = append(tokens[id], driver.Token{Address: addrText(t.Address), Symbol: t.Symbol, Decimals: t.Decimals})
 		}
-		chains[id] = ch
+	}
+	sweepMin := make(map[uint64]map[string]*big.Int, len(cfg.SweepMin))
+	for id, mins := range cfg.SweepMin {
+		sweepMin[id] = make(map[string]*big.Int, len(mins))
+		for token, min := range mins {
+			sweepMin[id][addrText(token)] = min
+		}
 	}
 	for id, mins := range cfg.SweepMin {
 		for token := range mins {
@@ -207,26 +229,39 @@ func New(cfg Config) (*Executor, error) {
 			return nil, fmt.Errorf("delivery: tokens configured for chain %d, which has no client", id)
 		}
 	}
-	logger := cfg.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
 	return &Executor{
 		cfg:          cfg,
 		pg:           cfg.Postgres,
-		key:          cfg.Treasury,
-		from:         crypto.PubkeyToAddress(cfg.Treasury.PublicKey),
+		from:         from,
 		chains:       chains,
-		logger:       logger.With("component", "delivery"),
+		logger:       logger,
 		metrics:      newMetrics(cfg.Registerer),
 		sweepMetrics: newSweepMetrics(cfg.Registerer),
-		lastSent:     make(map[common.Hash]time.Time),
+		tokens:       tokens,
+		sweepMin:     sweepMin,
+		lastSent:     make(map[string]time.Time),
 		lastWatched:  make(map[int64]time.Time),
 	}, nil
 }
 
+// addrText is an EVM address of Config in the form Postgres holds.
+func addrText(a common.Address) string { return strings.ToLower(a.Hex()) }
+
 // Address is the treasury address that pays every payout.
-func (e *Executor) Address() common.Address { return e.from }
+func (e *Executor) Address() common.Address { return common.HexToAddress(e.from) }
+
+// DeployExecutor deploys a SettleExecutor owned by the treasury on chain
+// id and waits until it is mined and verified (see
+// evm.Driver.DeployExecutor).
+func (e *Executor) DeployExecutor(ctx context.Context, id uint64) (common.Address, error) {
+	d, ok := e.chains[id].(interface {
+		DeployExecutor(context.Context, *pgxpool.Pool, *slog.Logger) (common.Address, error)
+	})
+	if !ok {
+		return common.Address{}, fmt.Errorf("chain %d is not configured for delivery, or its driver deploys no executor", id)
+	}
+	return d.DeployExecutor(ctx, e.pg, e.logger)
+}
 
 // redact removes RPC URLs' secrets from an error before it is stored:
 // payouts.error and sweeps.error are read by operators and printed by
@@ -310,7 +345,7 @@ func (e *Executor) RunOnce(ctx context.Context) (Result, error) {
 	var res Result
 	ids := make([]int64, 0, len(e.chains))
 	for _, id := range slices.Sorted(maps.Keys(e.chains)) {
-		if err := e.chains[id].verify(ctx, e.from); err != nil {
+		if err := e.chains[id].Verify(ctx); err != nil {
 			e.logger.ErrorContext(ctx, "chain client is not usable; skipping its payouts", "chain_id", id, "err", err)
 			res.Errors++
 			continue
@@ -326,7 +361,7 @@ func (e *Executor) RunOnce(ctx context.Context) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	seen := make(map[common.Hash]bool)
+	seen := make(map[string]bool)
 	for _, o := range open {
 		if ctx.Err() != nil {
 			return res, nil
@@ -345,10 +380,10 @@ func (e *Executor) RunOnce(ctx context.Context) (Result, error) {
 
 // forgetExcept drops broadcast times of transactions this pass did not
 // look at (mined, or now another executor's), so the map stays small.
-func (e *Executor) forgetExcept(seen map[common.Hash]bool) {
+func (e *Executor) forgetExcept(seen map[string]bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	maps.DeleteFunc(e.lastSent, func(h common.Hash, _ time.Time) bool { return !seen[h] })
+	maps.DeleteFunc(e.lastSent, func(h string, _ time.Time) bool { return !seen[h] })
 	maps.DeleteFunc(e.lastWatched, func(_ int64, at time.Time) bool { return time.Since(at) > 10*e.cfg.WatchEvery })
 }
 
@@ -368,7 +403,7 @@ func (e *Executor) watchDue(id int64, mark bool) bool {
 
 // dueForRebroadcast reports whether hash was never broadcast by this
 // process or not within RebroadcastAfter, and marks it seen.
-func (e *Executor) dueForRebroadcast(hash common.Hash, seen map[common.Hash]bool) bool {
+func (e *Executor) dueForRebroadcast(hash string, seen map[string]bool) bool {
 	seen[hash] = true
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -376,25 +411,8 @@ func (e *Executor) dueForRebroadcast(hash common.Hash, seen map[common.Hash]bool
 	return !ok || time.Since(at) >= e.cfg.RebroadcastAfter
 }
 
-func (e *Executor) markSent(hash common.Hash) {
+func (e *Executor) markSent(hash string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.lastSent[hash] = time.Now()
-}
-
-// signTx signs a dynamic-fee transaction from the treasury.
-func (e *Executor) signTx(c *chain, nonce uint64, to common.Address, data []byte, gas uint64, f fees) (*types.Transaction, error) {
-	tx, err := types.SignNewTx(e.key, c.signer, &types.DynamicFeeTx{
-		ChainID:   new(big.Int).SetUint64(c.id),
-		Nonce:     nonce,
-		GasTipCap: f.tip,
-		GasFeeCap: f.cap,
-		Gas:       gas,
-		To:        &to,
-		Data:      data,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("signing transaction: %w", err)
-	}
-	return tx, nil
 }

@@ -2,13 +2,12 @@ package delivery
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
-	"github.com/ethereum/go-ethereum/common"
-	"github.com/ethereum/go-ethereum/core/types"
-
-	"github.com/settle-dev/settle/delivery/evm"
+	"github.com/settle-dev/settle/delivery/driver"
 )
 
 // attentionSent parks a payout whose signed main transaction is still in
@@ -23,51 +22,68 @@ func (w *work) attentionSent(ctx context.Context, reason string) error {
 	return nil
 }
 
-// follow advances a sent payout: its receipt decides mined or reverted;
+// follow advances a sent payout: its inclusion decides mined or reverted;
 // without one the stored bytes are re-broadcast, and after BumpAfter they
-// are replaced with higher fees under the same nonce.
+// are replaced by the driver's Bump (same nonce, higher fees).
 func (w *work) follow(ctx context.Context) error {
 	p := w.p
 	if p.txHash == nil || p.nonce == nil {
 		return fmt.Errorf("payout %d is sent but has no tx_hash or nonce", p.id)
 	}
 	// Any signing of the nonce may be the one that is mined.
-	hashes := []common.Hash{common.HexToHash(*p.txHash)}
-	for _, h := range p.prior {
-		hashes = append(hashes, common.HexToHash(h))
-	}
-	r, mined, stolen, err := w.c.lookup(ctx, w.e.from, uint64(*p.nonce), hashes)
-	if err != nil {
-		return err
-	}
-	if stolen {
+	t := w.mainTx()
+	in, err := w.d.Find(ctx, t)
+	if errors.Is(err, driver.ErrNonceTaken) {
 		// Re-signing with a new nonce could pay twice if one of ours is
 		// mined after all (a node that lags, a reorg); a person decides.
 		return fmt.Errorf("nonce %d was used by a transaction that is none of this payout's (%d signings); not re-signing: an operator must check the treasury's transactions",
-			*p.nonce, len(hashes))
+			*p.nonce, len(t.Hashes()))
 	}
-	if r != nil {
-		return w.settle(ctx, r, mined, hashes)
+	if err != nil {
+		return err
 	}
-	w.seen[hashes[0]] = true
+	if in != nil {
+		return w.settle(ctx, in, t)
+	}
+	w.seen[t.Hash] = true
 	if p.hasCalldata() && p.fundHash != nil && len(p.fundRaw) > 0 {
 		// A reorg that dropped the execute may have dropped its funding
 		// too, and without it the execute's nonce can never be mined.
-		fh := p.fundHashes()
-		fr, _, err := w.c.receipt(ctx, fh)
-		if err != nil {
+		ft := w.fundTx()
+		fin, err := w.d.Find(ctx, ft)
+		if err != nil && !errors.Is(err, driver.ErrNonceTaken) {
 			return err
 		}
-		if fr == nil {
-			if err := w.rebroadcast("fund", p.fundRaw, fh); err != nil {
+		if fin == nil {
+			if err := w.rebroadcast("fund", ft); err != nil {
 				return err
 			}
 		}
 	}
 	if p.sentAge >= w.e.cfg.BumpAfter && p.status == "sent" {
-		return w.bump(ctx, hashes)
+		return w.bump(ctx, t)
 	}
-	return w.rebroadcast(w.step(), p.rawTx, hashes)
+	return w.rebroadcast(w.step(), t)
+}
+
+// mainTx is the payout's stored main transaction (transfer or execute).
+func (w *work) mainTx() driver.Tx {
+	p := w.p
+	t := driver.Tx{From: w.d.Treasury(), Hash: *p.txHash, Raw: p.rawTx, Prior: p.prior}
+	if p.nonce != nil {
+		t.Nonce = uint64(*p.nonce)
+	}
+	return t
+}
+
+// fundTx is a call payout's stored setup transaction (its runner funding).
+func (w *work) fundTx() driver.Tx {
+	p := w.p
+	t := driver.Tx{From: w.d.Treasury(), Hash: *p.fundHash, Raw: p.fundRaw, Prior: p.fundPrior}
+	if p.fundNonce != nil {
+		t.Nonce = uint64(*p.fundNonce)
+	}
+	return t
 }
 
 // watch re-checks the receipt of a mined or reverted payout until its
@@ -82,12 +98,12 @@ func (w *work) watch(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("payout %d is %s but has no tx_hash or nonce", p.id, p.status)
 	}
 	if p.receiptBlock != nil && p.receiptHash != nil {
-		live, err := w.c.blockHash(ctx, uint64(*p.receiptBlock))
+		live, err := w.d.Block(ctx, uint64(*p.receiptBlock))
 		if err != nil {
 			return false, err
 		}
-		if live == common.HexToHash(*p.receiptHash) {
-			final, err := w.c.finalized(ctx)
+		if live.Hash != "" && strings.EqualFold(live.Hash, *p.receiptHash) {
+			final, err := w.d.Finalized(ctx)
 			if err != nil || uint64(*p.receiptBlock) > final {
 				return false, err
 			}
@@ -95,7 +111,7 @@ func (w *work) watch(ctx context.Context) (bool, error) {
 				return false, fmt.Errorf("marking receipt of payout %d final: %w", p.id, err)
 			}
 			p.receiptFinal = true
-			w.events = append(w.events, event{outcome: outcomeFinal, step: w.step(), hash: common.HexToHash(*p.txHash),
+			w.events = append(w.events, event{outcome: outcomeFinal, step: w.step(), hash: *p.txHash,
 				attrs: []any{"status", p.status, "block", *p.receiptBlock}})
 			if p.status == "reverted" && p.kind == "refund" {
 				// A delivery that reverts is refunded; a refund that
@@ -108,24 +124,21 @@ func (w *work) watch(ctx context.Context) (bool, error) {
 	}
 	// The receipt's block is gone (or was never recorded, for rows from
 	// before receipts were watched): where is the transaction now?
-	hashes := []common.Hash{common.HexToHash(*p.txHash)}
-	for _, h := range p.prior {
-		hashes = append(hashes, common.HexToHash(h))
+	t := w.mainTx()
+	in, err := w.d.Find(ctx, t)
+	if errors.Is(err, driver.ErrNonceTaken) {
+		return false, fmt.Errorf("payout %d was %s, its block is gone and nonce %d is used by a transaction that is none of its %d signings: an operator must check the treasury's transactions",
+			p.id, p.status, *p.nonce, len(t.Hashes()))
 	}
-	r, mined, stolen, err := w.c.lookup(ctx, w.e.from, uint64(*p.nonce), hashes)
 	if err != nil {
 		return false, err
 	}
-	if stolen {
-		return false, fmt.Errorf("payout %d was %s, its block is gone and nonce %d is used by a transaction that is none of its %d signings: an operator must check the treasury's transactions",
-			p.id, p.status, *p.nonce, len(hashes))
-	}
-	if r != nil {
+	if in != nil {
 		if p.receiptHash != nil {
-			w.events = append(w.events, event{outcome: outcomeReorged, step: w.step(), hash: mined,
-				attrs: []any{"was", p.status, "old_block", *p.receiptBlock, "new_block", r.BlockNumber}})
+			w.events = append(w.events, event{outcome: outcomeReorged, step: w.step(), hash: in.Hash,
+				attrs: []any{"was", p.status, "old_block", *p.receiptBlock, "new_block", in.Block}})
 		}
-		return true, w.settle(ctx, r, mined, hashes)
+		return true, w.settle(ctx, in, t)
 	}
 	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET status = 'sent', sent_at = now(),
 		receipt_block_number = NULL, receipt_block_hash = NULL, receipt_final = false WHERE id = $1`, p.id); err != nil {
@@ -135,7 +148,7 @@ func (w *work) watch(ctx context.Context) (bool, error) {
 	if p.receiptBlock != nil {
 		attrs = append(attrs, "old_block", *p.receiptBlock)
 	}
-	w.events = append(w.events, event{outcome: outcomeReorged, step: w.step(), hash: hashes[0], attrs: attrs})
+	w.events = append(w.events, event{outcome: outcomeReorged, step: w.step(), hash: t.Hash, attrs: attrs})
 	return true, nil
 }
 
@@ -147,192 +160,130 @@ func (w *work) step() string {
 	return "transfer"
 }
 
-// settle records the receipt of the payout's main transaction. tx_hash
-// becomes the hash that was mined (the reconciler matches the on-chain
-// transfer by it) and prior_tx_hashes the others; raw_tx keeps the newest
-// signing.
-func (w *work) settle(ctx context.Context, r *types.Receipt, mined common.Hash, hashes []common.Hash) error {
+// settle records the inclusion of the payout's main transaction t, as the
+// driver's Outcome judges it. tx_hash becomes the hash that was included
+// (the reconciler matches the on-chain transfer by it) and
+// prior_tx_hashes the others; raw_tx keeps the newest signing.
+func (w *work) settle(ctx context.Context, in *driver.Inclusion, t driver.Tx) error {
 	p := w.p
-	others := make([]string, 0, len(hashes)-1)
-	for _, h := range hashes {
-		if h != mined {
-			others = append(others, h.Hex())
+	others := make([]string, 0, len(t.Prior))
+	for _, h := range t.Hashes() {
+		if !strings.EqualFold(h, in.Hash) {
+			others = append(others, h)
 		}
 	}
-	attrs := []any{"block", r.BlockNumber, "gas_used", r.GasUsed}
-	// A call payout's execute succeeds whether or not the merchant's call
-	// did: the runner's Executed event says which, and that the funds the
-	// call did not take are back in the treasury.
-	failed := ""
-	if p.hasCalldata() {
-		var err error
-		if failed, err = w.callOutcome(r); err != nil {
-			return w.attention(ctx, err.Error())
-		}
+	attrs := []any{"block", in.Block, "gas_used", in.GasUsed}
+	reason, err := w.d.Outcome(ctx, p.payout(), driver.Main, t, in)
+	var ae *driver.AttentionError
+	if errors.As(err, &ae) {
+		return w.attention(ctx, ae.Reason)
 	}
-	if r.Status == types.ReceiptStatusSuccessful && failed == "" {
+	if err != nil {
+		return err
+	}
+	if reason == "" {
 		if _, err := w.tx.Exec(ctx, `UPDATE payouts SET status = 'mined', tx_hash = $2, prior_tx_hashes = $3, error = NULL, attention_sent = false,
 			receipt_block_number = $4, receipt_block_hash = $5, receipt_final = false WHERE id = $1`,
-			p.id, mined.Hex(), others, r.BlockNumber.Int64(), r.BlockHash.Hex()); err != nil {
+			p.id, in.Hash, others, in.Block, in.BlockHash); err != nil {
 			return fmt.Errorf("marking payout mined: %w", err)
 		}
-		w.events = append(w.events, event{outcome: outcomeMined, step: w.step(), hash: mined, attrs: attrs})
+		w.events = append(w.events, event{outcome: outcomeMined, step: w.step(), hash: in.Hash, attrs: attrs})
 		return nil
-	}
-	reason := failed
-	if reason == "" {
-		// The stored bytes carry the same call as every signing of the
-		// nonce.
-		tx, _ := decodeTx(p.rawTx)
-		reason = w.c.revertReason(ctx, tx, w.e.from, r)
 	}
 	reason = w.e.redact(reason) // a failed replay quotes the node's URL
 	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET status = 'reverted', tx_hash = $2, prior_tx_hashes = $3, error = $4, attention_sent = false,
 		receipt_block_number = $5, receipt_block_hash = $6, receipt_final = false WHERE id = $1`,
-		p.id, mined.Hex(), others, reason, r.BlockNumber.Int64(), r.BlockHash.Hex()); err != nil {
+		p.id, in.Hash, others, reason, in.Block, in.BlockHash); err != nil {
 		return fmt.Errorf("marking payout reverted: %w", err)
 	}
-	w.events = append(w.events, event{outcome: outcomeReverted, step: w.step(), hash: mined, attrs: append(attrs, "error", reason)})
+	w.events = append(w.events, event{outcome: outcomeReverted, step: w.step(), hash: in.Hash, attrs: append(attrs, "error", reason)})
 	return nil
 }
 
-// bump replaces the stuck main transaction with one of the same nonce,
-// gas and call and fees at least 25% higher. The old hash goes to
-// prior_tx_hashes, since it may still be the one that is mined.
-func (w *work) bump(ctx context.Context, hashes []common.Hash) error {
+// bump replaces the stuck main transaction t by the driver's Bump. The
+// old hash goes to prior_tx_hashes, since it may still be the one that is
+// mined. When the chain's fee ceiling allows no replacement the payout
+// needs attention, its signed transaction still followed.
+func (w *work) bump(ctx context.Context, t driver.Tx) error {
 	p := w.p
-	tx, old, err := w.replacement(ctx, p.rawTx, uint64(*p.nonce), p.sentAge)
-	if err != nil || tx == nil {
-		return err
-	}
-	raw, err := encodeTx(tx)
-	if err != nil {
+	s, err := w.replacement(ctx, t, p.sentAge)
+	if err != nil || s == nil {
 		return err
 	}
 	// sent_at becomes the time of the newest signing, which the next bump
 	// waits on.
 	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET tx_hash = $2, raw_tx = $3, prior_tx_hashes = array_append(prior_tx_hashes, $4),
-		sent_at = now() WHERE id = $1`, p.id, tx.Hash().Hex(), raw, old.Hex()); err != nil {
+		sent_at = now() WHERE id = $1`, p.id, s.Hash, s.Raw, t.Hash); err != nil {
 		return fmt.Errorf("storing fee bump: %w", err)
 	}
-	w.bumped(w.step(), tx, old, hashes)
+	w.signed(w.step(), *s, outcomeBumped)
 	return nil
 }
 
 // bumpFund replaces a stuck runner funding the same way; its earlier
 // signings go to fund_prior_tx_hashes.
-func (w *work) bumpFund(ctx context.Context, hashes []common.Hash) error {
+func (w *work) bumpFund(ctx context.Context, t driver.Tx) error {
 	p := w.p
-	tx, old, err := w.replacement(ctx, p.fundRaw, uint64(*p.fundNonce), p.fundAge)
-	if err != nil || tx == nil {
-		return err
-	}
-	raw, err := encodeTx(tx)
-	if err != nil {
+	s, err := w.replacement(ctx, t, p.fundAge)
+	if err != nil || s == nil {
 		return err
 	}
 	if _, err := w.tx.Exec(ctx, `UPDATE payouts SET fund_tx_hash = $2, fund_raw_tx = $3, fund_prior_tx_hashes = array_append(fund_prior_tx_hashes, $4),
-		fund_sent_at = now() WHERE id = $1`, p.id, tx.Hash().Hex(), raw, old.Hex()); err != nil {
+		fund_sent_at = now() WHERE id = $1`, p.id, s.Hash, s.Raw, t.Hash); err != nil {
 		return fmt.Errorf("storing funding fee bump: %w", err)
 	}
-	w.bumped("fund", tx, old, hashes)
+	w.signed("fund", *s, outcomeBumped)
 	return nil
 }
 
-// replacement signs the stored transaction raw (nonce) again with fees at
-// least 25% higher, capped at the chain's ceiling. When no replacement
-// fits under the ceiling (nodes take one only at 10% more in tip and cap)
-// the payout needs attention, its signed transaction still followed, and
-// replacement returns no transaction.
-func (w *work) replacement(ctx context.Context, raw []byte, nonce uint64, age time.Duration) (*types.Transaction, common.Hash, error) {
-	old, err := decodeTx(raw)
+// replacement asks the driver for a replacement of t; at the fee ceiling
+// it parks the payout (attention_sent) and returns none.
+func (w *work) replacement(ctx context.Context, t driver.Tx, age time.Duration) (*driver.Signed, error) {
+	s, err := w.d.Bump(ctx, t, age)
+	var ce *driver.FeeCeilingError
+	if errors.As(err, &ce) {
+		return nil, w.attentionSent(ctx, ce.Reason)
+	}
 	if err != nil {
-		return nil, common.Hash{}, err
+		return nil, err
 	}
-	if old.To() == nil || old.Nonce() != nonce {
-		return nil, common.Hash{}, fmt.Errorf("stored transaction %s does not match payout %d", old.Hash().Hex(), w.p.id)
-	}
-	now, err := w.c.currentFees(ctx)
-	if err != nil {
-		return nil, common.Hash{}, err
-	}
-	prev := fees{tip: old.GasTipCap(), cap: old.GasFeeCap()}
-	f := w.c.clamp(bumpFees(prev, now))
-	if !replaces(f, prev) {
-		return nil, common.Hash{}, w.attentionSent(ctx, fmt.Sprintf("unmined for %s at fee cap %s wei (tip %s); the chain's fee ceiling %s wei allows no replacement: nonce %d blocks later payouts",
-			age.Round(time.Second), prev.cap, prev.tip, w.c.maxFee, old.Nonce()))
-	}
-	tx, err := w.e.signTx(w.c, old.Nonce(), *old.To(), old.Data(), old.Gas(), f)
-	if err != nil {
-		return nil, common.Hash{}, err
-	}
-	return tx, old.Hash(), nil
-}
-
-// bumped queues the log line and broadcast of a fee replacement.
-func (w *work) bumped(step string, tx *types.Transaction, old common.Hash, hashes []common.Hash) {
-	w.seen[tx.Hash()] = true
-	f := fees{tip: tx.GasTipCap(), cap: tx.GasFeeCap()}
-	w.events = append(w.events, event{outcome: outcomeBumped, step: step, hash: tx.Hash(), attrs: []any{
-		"replaces", old.Hex(), "nonce", tx.Nonce(), "tip", f.tip, "fee_cap", f.cap}})
-	w.sends = append(w.sends, send{tx: tx, step: step, first: true, hashes: append([]common.Hash{tx.Hash()}, hashes...)})
-}
-
-// callOutcome reads the runner's report from the receipt of a call
-// payout's execute: "" when the merchant's call took funds (mined), else
-// why the payout reads as reverted (the call reverted or took nothing; the
-// runner returned the whole amount in the same transaction, so a refund
-// cannot pay twice). An error means the execute itself failed, with the
-// funds still at the runner: that needs an operator, not a refund.
-func (w *work) callOutcome(r *types.Receipt) (string, error) {
-	p := w.p
-	if p.runner == nil {
-		return "", fmt.Errorf("payout %d has calldata but no runner_address", p.id)
-	}
-	if r.Status != types.ReceiptStatusSuccessful {
-		return "", fmt.Errorf("execute %s reverted in block %s: the funds are still at runner %s (`settle payouts retry %d` signs a new execute)",
-			r.TxHash.Hex(), r.BlockNumber, p.runner.Hex(), p.id)
-	}
-	ex, err := evm.ParseExecuted(r, *p.runner)
-	if err != nil {
-		return "", fmt.Errorf("execute %s of payout %d: %w", r.TxHash.Hex(), p.id, err)
-	}
-	switch {
-	case !ex.Success:
-		return fmt.Sprintf("merchant call reverted (%s); runner returned %s to the treasury in %s", evm.Reason(ex.Result), ex.Returned, r.TxHash.Hex()), nil
-	case ex.Delivered.Sign() == 0:
-		return fmt.Sprintf("merchant call took nothing; runner returned %s to the treasury in %s", ex.Returned, r.TxHash.Hex()), nil
-	}
-	return "", nil
+	return &s, nil
 }
 
 // followFund advances a call payout whose runner funding is stored: once
-// it is mined the execute is signed. A funding that reverted moved
+// it is included the execute is signed. A funding that failed moved
 // nothing, and the reason is ours (the treasury's balance, a paused
-// token), not the merchant's: it needs attention, not a bounce.
+// token), not the merchant's: the driver's Outcome makes it need
+// attention, not a bounce.
 func (w *work) followFund(ctx context.Context) error {
 	p := w.p
-	if p.fundNonce == nil || p.runner == nil {
+	if p.fundNonce == nil || p.runner == "" {
 		return fmt.Errorf("payout %d has a funding hash but no fund_nonce or runner_address", p.id)
 	}
-	hashes := p.fundHashes()
-	r, _, stolen, err := w.c.lookup(ctx, w.e.from, uint64(*p.fundNonce), hashes)
-	if err != nil {
-		return err
-	}
+	t := w.fundTx()
+	in, err := w.d.Find(ctx, t)
 	switch {
-	case stolen:
+	case errors.Is(err, driver.ErrNonceTaken):
 		return w.attention(ctx, fmt.Sprintf("nonce %d of funding %s was used by another transaction: an operator must check the treasury's transactions",
-			*p.fundNonce, hashes[0].Hex()))
-	case r == nil:
-		w.seen[hashes[0]] = true
+			*p.fundNonce, t.Hash))
+	case err != nil:
+		return err
+	case in == nil:
+		w.seen[t.Hash] = true
 		if p.fundAge >= w.e.cfg.BumpAfter && p.status == "pending" {
-			return w.bumpFund(ctx, hashes)
+			return w.bumpFund(ctx, t)
 		}
-		return w.rebroadcast("fund", p.fundRaw, hashes)
-	case r.Status != types.ReceiptStatusSuccessful:
-		tx, _ := decodeTx(p.fundRaw)
-		return w.attention(ctx, "funding of runner "+p.runner.Hex()+" "+w.c.revertReason(ctx, tx, w.e.from, r))
+		return w.rebroadcast("fund", t)
+	}
+	reason, err := w.d.Outcome(ctx, p.payout(), driver.Setup, t, in)
+	var ae *driver.AttentionError
+	switch {
+	case errors.As(err, &ae):
+		return w.attention(ctx, ae.Reason)
+	case err != nil:
+		return err
+	case reason != "":
+		return w.attention(ctx, reason)
 	}
 	return w.signExecute(ctx)
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/common/math"
+	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -296,4 +298,39 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map
 		}
 	}
 	return 0
+}
+
+// decodeTx decodes stored transaction bytes.
+func decodeTx(raw []byte) (*types.Transaction, error) {
+	tx := new(types.Transaction)
+	if err := tx.UnmarshalBinary(raw); err != nil {
+		return nil, err
+	}
+	return tx, nil
+}
+
+func hexAddr(a common.Address) string { return strings.ToLower(a.Hex()) }
+
+// ERC-20 calldata, encoded here independently of delivery/evm.
+
+func selector(sig string) []byte { return crypto.Keccak256([]byte(sig))[:4] }
+
+func addressWord(a common.Address) []byte { return common.LeftPadBytes(a.Bytes(), 32) }
+
+func uintWord(v *big.Int) []byte { return math.U256Bytes(new(big.Int).Set(v)) }
+
+func concat(parts ...[]byte) []byte {
+	var out []byte
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+func transferData(to common.Address, amount *big.Int) []byte {
+	return concat(selector("transfer(address,uint256)"), addressWord(to), uintWord(amount))
+}
+
+func approveData(spender common.Address, amount *big.Int) []byte {
+	return concat(selector("approve(address,uint256)"), addressWord(spender), uintWord(amount))
 }

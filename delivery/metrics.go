@@ -84,29 +84,29 @@ func (e *Executor) updateBalances(ctx context.Context) {
 	if !due {
 		return
 	}
-	for id, c := range e.chains {
-		e.updateChainBalances(ctx, id, c)
+	for id, d := range e.chains {
+		e.updateChainBalances(ctx, id, d)
 	}
 }
 
-func (e *Executor) updateChainBalances(ctx context.Context, id uint64, c *chain) {
+func (e *Executor) updateChainBalances(ctx context.Context, id uint64, d Driver) {
 	// A hung node must not stall the payouts of the pass.
 	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 	defer cancel()
 	chainID := strconv.FormatUint(id, 10)
-	if wei, err := c.client.BalanceAt(ctx, e.from, nil); err != nil {
+	if wei, err := d.Balance(ctx, ""); err != nil {
 		e.logger.DebugContext(ctx, "reading treasury balance failed", "chain_id", id, "err", err)
 	} else {
 		f, _ := new(big.Float).SetInt(wei).Float64()
 		e.metrics.nativeBalance.WithLabelValues(chainID).Set(f)
 	}
-	for _, t := range e.cfg.Tokens[id] {
-		raw, err := c.tokenBalance(ctx, t.Address, e.from)
+	for _, t := range e.tokens[id] {
+		raw, err := d.Balance(ctx, t.Address)
 		if err != nil {
 			e.logger.DebugContext(ctx, "reading treasury token balance failed", "chain_id", id, "token", t.Symbol, "err", err)
 			continue
 		}
-		e.metrics.tokenBalance.WithLabelValues(chainID, hexAddr(t.Address), t.Symbol).Set(units(raw, t.Decimals))
+		e.metrics.tokenBalance.WithLabelValues(chainID, t.Address, t.Symbol).Set(units(raw, t.Decimals))
 	}
 }
 

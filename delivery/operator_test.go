@@ -370,7 +370,7 @@ func TestAttentionGauge(t *testing.T) {
 	t.Parallel()
 	o := newOpDB(t)
 	reg := prometheus.NewRegistry()
-	e := &Executor{pg: o.db.PG, chains: map[uint64]*chain{opChain: nil, 5: nil}, metrics: newMetrics(reg), logger: slog.New(slog.DiscardHandler)}
+	e := &Executor{pg: o.db.PG, chains: map[uint64]Driver{opChain: nil, 5: nil}, metrics: newMetrics(reg), logger: slog.New(slog.DiscardHandler)}
 	a := o.add(opPayout{status: "needs_attention", err: "x"})
 	o.add(opPayout{status: "needs_attention", err: "y"})
 	o.add(opPayout{status: "pending"})

@@ -7,14 +7,17 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/ethereum/go-ethereum/common"
-	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/settle-dev/settle/delivery/driver"
 )
 
 // rowTimeout bounds the work on one payout, so a hung node cannot hold a
 // payout's row lock (or the nonce lock) indefinitely.
 const rowTimeout = 30 * time.Second
+
+// rpcTimeout bounds node calls made outside a payout's own deadline.
+const rpcTimeout = 10 * time.Second
 
 // work is one payout claimed in one Postgres transaction. Handlers write to
 // tx and queue events and broadcasts; both happen only once tx committed,
@@ -22,10 +25,10 @@ const rowTimeout = 30 * time.Second
 // hold.
 type work struct {
 	e    *Executor
-	c    *chain
+	d    Driver
 	p    *row
 	tx   pgx.Tx
-	seen map[common.Hash]bool
+	seen map[string]bool
 
 	res    Result
 	events []event
@@ -36,23 +39,22 @@ type work struct {
 type event struct {
 	outcome string
 	step    string // transfer, fund, execute
-	hash    common.Hash
+	hash    string
 	attrs   []any
 }
 
 // send is a transaction to hand to the node after the commit.
 type send struct {
-	tx    *types.Transaction
+	// tx's Prior are every other signing of its nonce, to tell whether a
+	// "nonce too low" answer means ours was mined.
+	tx    driver.Tx
 	step  string
 	first bool
-	// hashes are every signing of the nonce, to tell whether a "nonce too
-	// low" answer means ours was mined.
-	hashes []common.Hash
 }
 
 // process claims payout id, advances it one step, commits, and then
 // broadcasts what that step stored.
-func (e *Executor) process(parent context.Context, id int64, seen map[common.Hash]bool) Result {
+func (e *Executor) process(parent context.Context, id int64, seen map[string]bool) Result {
 	ctx, cancel := context.WithTimeout(parent, rowTimeout)
 	defer cancel()
 	var res Result
@@ -103,12 +105,16 @@ func (e *Executor) process(parent context.Context, id int64, seen map[common.Has
 		_ = tx.Rollback(ctx)
 		return fail(p, err)
 	}
-	c, ok := e.chains[p.chainID]
+	d, ok := e.chains[p.chainID]
 	if !ok {
 		res.Skipped++ // listed for another chain set; not ours to touch
 		return res
 	}
-	w := &work{e: e, c: c, p: p, tx: tx, seen: seen}
+	if err := p.check(d); err != nil {
+		_ = tx.Rollback(ctx)
+		return fail(p, err)
+	}
+	w := &work{e: e, d: d, p: p, tx: tx, seen: seen}
 	if err := w.run(ctx); err != nil {
 		_ = tx.Rollback(ctx)
 		return fail(p, err)
@@ -123,7 +129,7 @@ func (e *Executor) process(parent context.Context, id int64, seen map[common.Has
 		e.emit(ctx, p, ev, &res)
 	}
 	for _, s := range w.sends {
-		e.broadcast(ctx, w.c, p, s, &res)
+		e.broadcast(ctx, d, p, s, &res)
 	}
 	return res
 }
@@ -185,34 +191,22 @@ func (e *Executor) emit(ctx context.Context, p *row, ev event, res *Result) {
 	}
 	e.metrics.count(p.kind, ev.outcome)
 	attrs := append([]any{"payout_id", p.id, "session_id", p.sessionID, "kind", p.kind, "chain_id", p.chainID,
-		"step", ev.step, "tx_hash", ev.hash.Hex()}, ev.attrs...)
+		"step", ev.step, "tx_hash", ev.hash}, ev.attrs...)
 	e.logger.Log(ctx, level, msg, attrs...)
 }
 
 // broadcast hands a stored transaction to the node. Failures are logged
 // and left for a later pass, which sends the same bytes again.
-func (e *Executor) broadcast(ctx context.Context, c *chain, p *row, s send, res *Result) {
+func (e *Executor) broadcast(ctx context.Context, d Driver, p *row, s send, res *Result) {
 	if e.skipBroadcast {
 		return
 	}
-	hash := s.tx.Hash()
-	e.markSent(hash)
-	attrs := []any{"payout_id", p.id, "session_id", p.sessionID, "kind", p.kind, "chain_id", p.chainID, "step", s.step, "tx_hash", hash.Hex()}
-	err := c.client.SendTransaction(ctx, s.tx)
-	switch {
-	case err == nil:
-	case benignSendError(err):
-		e.logger.DebugContext(ctx, "node already has the payout transaction", attrs...)
-	case nonceTooLow(err):
-		if r, _, rerr := c.receipt(ctx, s.hashes); rerr == nil && r != nil {
-			e.logger.DebugContext(ctx, "payout transaction already mined", attrs...)
-			return
-		}
-		fallthrough
-	default:
+	e.markSent(s.tx.Hash)
+	if err := d.Broadcast(ctx, s.tx); err != nil {
 		res.Errors++
 		e.metrics.count(p.kind, outcomeError)
-		e.logger.WarnContext(ctx, "broadcasting payout transaction failed; the stored bytes will be sent again", append(attrs, "err", err)...)
+		e.logger.WarnContext(ctx, "broadcasting payout transaction failed; the stored bytes will be sent again",
+			"payout_id", p.id, "session_id", p.sessionID, "kind", p.kind, "chain_id", p.chainID, "step", s.step, "tx_hash", s.tx.Hash, "err", err)
 		return
 	}
 	if s.first {
@@ -225,43 +219,23 @@ func (e *Executor) broadcast(ctx context.Context, c *chain, p *row, s send, res 
 }
 
 // signed queues the log line and first broadcast of a freshly stored
-// transaction.
-func (w *work) signed(step string, tx *types.Transaction, outcome string) {
-	w.seen[tx.Hash()] = true
-	w.events = append(w.events, event{outcome: outcome, step: step, hash: tx.Hash(), attrs: []any{"nonce", tx.Nonce()}})
-	w.sends = append(w.sends, send{tx: tx, step: step, first: true, hashes: []common.Hash{tx.Hash()}})
+// transaction (a new signing, or a fee bump whose Prior are the signings
+// it replaces).
+func (w *work) signed(step string, s driver.Signed, outcome string) {
+	w.seen[s.Hash] = true
+	w.events = append(w.events, event{outcome: outcome, step: step, hash: s.Hash, attrs: s.Attrs})
+	w.sends = append(w.sends, send{tx: s.Tx, step: step, first: true})
 }
 
 // rebroadcast queues the stored bytes of an unmined transaction for sending
 // again, if RebroadcastAfter passed since this process last sent them.
-func (w *work) rebroadcast(step string, raw []byte, hashes []common.Hash) error {
-	tx, err := decodeTx(raw)
-	if err != nil {
-		return err
+func (w *work) rebroadcast(step string, t driver.Tx) error {
+	if len(t.Raw) == 0 {
+		return errors.New("stored transaction is empty")
 	}
-	if !w.e.dueForRebroadcast(tx.Hash(), w.seen) {
+	if !w.e.dueForRebroadcast(t.Hash, w.seen) {
 		return nil
 	}
-	w.sends = append(w.sends, send{tx: tx, step: step, hashes: hashes})
+	w.sends = append(w.sends, send{tx: t, step: step})
 	return nil
-}
-
-func decodeTx(raw []byte) (*types.Transaction, error) {
-	if len(raw) == 0 {
-		return nil, errors.New("stored transaction is empty")
-	}
-	tx := new(types.Transaction)
-	if err := tx.UnmarshalBinary(raw); err != nil {
-		return nil, fmt.Errorf("decoding stored transaction: %w", err)
-	}
-	return tx, nil
-}
-
-// encode stores-ready form of a signed transaction.
-func encodeTx(tx *types.Transaction) ([]byte, error) {
-	raw, err := tx.MarshalBinary()
-	if err != nil {
-		return nil, fmt.Errorf("encoding signed transaction: %w", err)
-	}
-	return raw, nil
 }

@@ -2,16 +2,17 @@ package delivery
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/big"
 	"strings"
 	"time"
 
-	"github.com/ethereum/go-ethereum/common"
-	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/settle-dev/settle/delivery/driver"
 )
 
 // openCondition selects the payouts the executor still has work on:
@@ -62,16 +63,18 @@ type row struct {
 	sessionID string
 	kind      string
 	chainID   uint64
-	token     common.Address
-	to        common.Address
-	amount    *big.Int
+	// token and to are addresses in the chain's own form, checked by its
+	// driver (check).
+	token  string
+	to     string
+	amount *big.Int
 	// calldata is nil for a plain transfer.
 	calldata []byte
 	status   string
 
 	// A call payout first funds its runner (fund_*), then executes it
-	// (nonce, txHash, rawTx).
-	runner    *common.Address
+	// (nonce, txHash, rawTx); runner is "" until it is funded.
+	runner    string
 	callGas   uint64
 	fundNonce *int64
 	fundHash  *string
@@ -131,48 +134,66 @@ func claim(ctx context.Context, tx pgx.Tx, id int64) (*row, error) {
 	p.chainID = uint64(chainID)
 	p.sentAge = time.Duration(age * float64(time.Second))
 	p.fundAge = time.Duration(fundAge * float64(time.Second))
-	// A malformed row is reported, not guessed at: the reconciler wrote
-	// it, and paying a misread address cannot be undone.
-	if !common.IsHexAddress(token) || !common.IsHexAddress(to) {
-		return &p, fmt.Errorf("payout %d: token %q or to_address %q is not an EVM address", id, token, to)
-	}
-	p.token, p.to = common.HexToAddress(token), common.HexToAddress(to)
+	p.token, p.to = token, to
 	if runner != nil {
-		if !common.IsHexAddress(*runner) {
-			return &p, fmt.Errorf("payout %d: runner_address %q is not an EVM address", id, *runner)
-		}
-		a := common.HexToAddress(*runner)
-		p.runner = &a
+		p.runner = *runner
 	}
 	p.callGas = uint64(callGas)
 	var ok bool
 	if p.amount, ok = new(big.Int).SetString(amount, 10); !ok {
 		return &p, fmt.Errorf("payout %d: amount %q is not an integer", id, amount)
 	}
-	if err := checkAmount(p.amount); err != nil {
-		return &p, fmt.Errorf("payout %d: %w", id, err)
-	}
 	if calldata != nil {
-		if p.calldata, err = hexutil.Decode(*calldata); err != nil {
+		if p.calldata, err = decodeHex(*calldata); err != nil {
 			return &p, fmt.Errorf("payout %d: calldata is not 0x-hex: %w", id, err)
-		}
-		if len(p.calldata) == 0 {
-			// Decode yields an empty, non-nil slice; keep "has calldata"
-			// distinct from a plain transfer.
-			p.calldata = []byte{}
 		}
 	}
 	return &p, nil
 }
 
-// fundHashes are every signing of the runner funding's nonce, newest
-// first.
-func (p *row) fundHashes() []common.Hash {
-	out := []common.Hash{common.HexToHash(*p.fundHash)}
-	for _, h := range p.fundPrior {
-		out = append(out, common.HexToHash(h))
+// decodeHex decodes 0x-prefixed hex; "0x" is empty, non-nil calldata,
+// distinct from a plain transfer's nil.
+func decodeHex(s string) ([]byte, error) {
+	if len(s) < 2 || s[0] != '0' || (s[1] != 'x' && s[1] != 'X') {
+		return nil, errors.New("hex string without 0x prefix")
 	}
-	return out
+	b, err := hex.DecodeString(s[2:])
+	if err != nil {
+		return nil, err
+	}
+	if b == nil {
+		b = []byte{}
+	}
+	return b, nil
+}
+
+// check has the payout's driver check what the reconciler wrote: a
+// malformed row is reported, not guessed at, since paying a misread
+// address cannot be undone. Addresses come back in the form Postgres
+// holds.
+func (p *row) check(d Driver) error {
+	var err error
+	if p.token, err = d.Address(p.token); err != nil {
+		return fmt.Errorf("payout %d: token: %w", p.id, err)
+	}
+	if p.to, err = d.Address(p.to); err != nil {
+		return fmt.Errorf("payout %d: to_address: %w", p.id, err)
+	}
+	if p.runner != "" {
+		if p.runner, err = d.Address(p.runner); err != nil {
+			return fmt.Errorf("payout %d: runner_address: %w", p.id, err)
+		}
+	}
+	if err := d.Amount(p.amount); err != nil {
+		return fmt.Errorf("payout %d: %w", p.id, err)
+	}
+	return nil
+}
+
+// payout is what the driver is told of the payout.
+func (p *row) payout() driver.Payout {
+	return driver.Payout{ID: p.id, SessionID: p.sessionID, Kind: p.kind, Token: p.token, To: p.to, Amount: p.amount,
+		Calldata: p.calldata, Runner: p.runner, CallGas: p.callGas}
 }
 
 // hasCalldata reports whether the payout runs a merchant call (fund a
@@ -199,38 +220,6 @@ func recordError(ctx context.Context, pg *pgxpool.Pool, id int64, msg string, st
 	return moved, nil
 }
 
-func hexAddr(a common.Address) string { return strings.ToLower(a.Hex()) }
-
-// lockNonce locks the treasury's nonce row on a chain, creating it when
-// missing, and returns the stored next nonce. The lock is held until the
-// transaction ends, which serialises all signing per chain and treasury.
-func lockNonce(ctx context.Context, tx pgx.Tx, chainID uint64, from common.Address) (uint64, error) {
-	const sel = `SELECT next_nonce FROM treasury_nonces WHERE chain_id = $1 AND address = $2 FOR UPDATE`
-	var next int64
-	err := tx.QueryRow(ctx, sel, int64(chainID), hexAddr(from)).Scan(&next)
-	if errors.Is(err, pgx.ErrNoRows) {
-		// Start at 0; the caller jumps to the chain's pending nonce. Two
-		// executors inserting at once: the second waits, then does nothing.
-		if _, err = tx.Exec(ctx, `INSERT INTO treasury_nonces (chain_id, address, next_nonce) VALUES ($1, $2, 0)
-			ON CONFLICT DO NOTHING`, int64(chainID), hexAddr(from)); err != nil {
-			return 0, fmt.Errorf("creating nonce row of chain %d: %w", chainID, err)
-		}
-		err = tx.QueryRow(ctx, sel, int64(chainID), hexAddr(from)).Scan(&next)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("locking nonce of chain %d: %w", chainID, err)
-	}
-	return uint64(next), nil
-}
-
-func storeNonce(ctx context.Context, tx pgx.Tx, chainID uint64, from common.Address, next uint64) error {
-	if _, err := tx.Exec(ctx, `UPDATE treasury_nonces SET next_nonce = $3 WHERE chain_id = $1 AND address = $2`,
-		int64(chainID), hexAddr(from), int64(next)); err != nil {
-		return fmt.Errorf("storing next nonce of chain %d: %w", chainID, err)
-	}
-	return nil
-}
-
 // inFlight sums the amounts of token that other payouts have signed away
 // but the chain may not show yet: sent transfers and signed runner
 // fundings (a call payout is only sent once its funding is mined). Read
@@ -240,7 +229,7 @@ func inFlight(ctx context.Context, tx pgx.Tx, p *row) (*big.Int, error) {
 	err := tx.QueryRow(ctx, `SELECT coalesce(sum(amount), 0)::text FROM payouts
 		WHERE chain_id = $1 AND lower(token) = $2 AND id <> $3
 		  AND ((status = 'sent' AND calldata IS NULL) OR (status = 'pending' AND fund_tx_hash IS NOT NULL))`,
-		int64(p.chainID), hexAddr(p.token), p.id).Scan(&sum)
+		int64(p.chainID), strings.ToLower(p.token), p.id).Scan(&sum)
 	if err != nil {
 		return nil, fmt.Errorf("summing payouts in flight: %w", err)
 	}

@@ -2,17 +2,15 @@ package delivery
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"errors"
 	"fmt"
 	"math/big"
 	"strings"
 	"time"
 
-	"github.com/ethereum/go-ethereum/common"
-	"github.com/ethereum/go-ethereum/core/types"
-	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/settle-dev/settle/delivery/driver"
 )
 
 // Sweeping moves credited, final deposits from their receivers to the
@@ -24,19 +22,16 @@ import (
 // and the receiver's transfer are each signed and stored before they are
 // broadcast, and a restart re-broadcasts the stored bytes. One sweep per
 // receiver and chain is open at a time, so the receiver's nonces never
-// race; the treasury's come from treasury_nonces like a payout's.
+// race; the treasury's are ordered by the driver like a payout's (EVM:
+// treasury_nonces). The driver's Sweep signs both.
 
 // sweepBatch bounds the receivers scheduled and the sweeps worked on per
 // pass.
 const sweepBatch = 200
 
-// transferGasFloor is the least gas a sweep's transfer is given, whatever
-// the estimate says (a receiver that cannot pay a re-send is stuck).
-const transferGasFloor = 65_000
-
 // sweepPass schedules new sweeps and advances open ones on the given
 // chains. Failures are logged and counted per sweep and retried next pass.
-func (e *Executor) sweepPass(ctx context.Context, chainIDs []int64, seen map[common.Hash]bool) {
+func (e *Executor) sweepPass(ctx context.Context, chainIDs []int64, seen map[string]bool) {
 	if e.cfg.ReceiverKey == nil || len(chainIDs) == 0 {
 		return
 	}
@@ -97,7 +92,7 @@ func (e *Executor) scheduleSweeps(ctx context.Context, chainIDs []int64) error {
 	}
 	for _, c := range list {
 		sum, _ := new(big.Int).SetString(c.sum, 10)
-		min, ok := e.cfg.SweepMin[uint64(c.chainID)][common.HexToAddress(c.token)]
+		min, ok := e.sweepMin[uint64(c.chainID)][strings.ToLower(c.token)]
 		if !ok || sum == nil || sum.Cmp(min) < 0 {
 			continue // not swept (no threshold for the token), or dust: sweeping it would cost more than it moves
 		}
@@ -142,7 +137,7 @@ func (e *Executor) scheduleSweeps(ctx context.Context, chainIDs []int64) error {
 // sweepRow is a claimed sweep.
 type sweepRow struct {
 	id, chainID       int64
-	receiver, token   common.Address
+	receiver, token   string
 	index             uint32
 	sessionID         string
 	merchantID        string
@@ -157,7 +152,7 @@ type sweepRow struct {
 
 func claimSweep(ctx context.Context, tx pgx.Tx, id int64) (*sweepRow, error) {
 	var s sweepRow
-	var receiver, token, amount string
+	var amount string
 	var gasAmount *string
 	var index int64
 	err := tx.QueryRow(ctx, `SELECT s.id, s.chain_id, s.receiver_address, s.token, s.amount::text, s.gas_amount::text, s.status,
@@ -165,7 +160,7 @@ func claimSweep(ctx context.Context, tx pgx.Tx, id int64) (*sweepRow, error) {
 			r.derivation_index, r.session_id, r.merchant_id
 		FROM sweeps s JOIN receivers r ON r.id = s.receiver_id
 		WHERE s.id = $1 AND s.status IN ('pending', 'gas_sent', 'sent', 'mined') FOR UPDATE OF s SKIP LOCKED`, id).
-		Scan(&s.id, &s.chainID, &receiver, &token, &amount, &gasAmount, &s.status, &s.gasNonce, &s.gasHash, &s.gasRaw,
+		Scan(&s.id, &s.chainID, &s.receiver, &s.token, &amount, &gasAmount, &s.status, &s.gasNonce, &s.gasHash, &s.gasRaw,
 			&s.nonce, &s.txHash, &s.rawTx, &s.receiptBlock, &s.receiptHash, &index, &s.sessionID, &s.merchantID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, errNotClaimed
@@ -173,10 +168,10 @@ func claimSweep(ctx context.Context, tx pgx.Tx, id int64) (*sweepRow, error) {
 	if err != nil {
 		return nil, fmt.Errorf("claiming sweep %d: %w", id, err)
 	}
-	if !common.IsHexAddress(receiver) || !common.IsHexAddress(token) || index < 0 || index > 1<<31-1 {
-		return nil, fmt.Errorf("sweep %d: malformed receiver %q, token %q or index %d", id, receiver, token, index)
+	if index < 0 || index > 1<<31-1 {
+		return nil, fmt.Errorf("sweep %d: malformed derivation index %d", id, index)
 	}
-	s.receiver, s.token, s.index = common.HexToAddress(receiver), common.HexToAddress(token), uint32(index)
+	s.index = uint32(index)
 	s.amount, _ = new(big.Int).SetString(amount, 10)
 	if gasAmount != nil {
 		s.gasAmount, _ = new(big.Int).SetString(*gasAmount, 10)
@@ -184,13 +179,25 @@ func claimSweep(ctx context.Context, tx pgx.Tx, id int64) (*sweepRow, error) {
 	return &s, nil
 }
 
+// check has the sweep's driver check its addresses, which come back in
+// the form Postgres holds.
+func (s *sweepRow) check(d Driver) error {
+	receiver, rerr := d.Address(s.receiver)
+	token, terr := d.Address(s.token)
+	if rerr != nil || terr != nil {
+		return fmt.Errorf("sweep %d: malformed receiver %q or token %q", s.id, s.receiver, s.token)
+	}
+	s.receiver, s.token = receiver, token
+	return nil
+}
+
 // stepSweep advances one sweep by one step in one Postgres transaction,
 // and broadcasts what that step stored only after the commit.
-func (e *Executor) stepSweep(parent context.Context, id int64, seen map[common.Hash]bool) error {
+func (e *Executor) stepSweep(parent context.Context, id int64, seen map[string]bool) error {
 	ctx, cancel := context.WithTimeout(parent, rowTimeout)
 	defer cancel()
-	var send *types.Transaction
-	var c *chain
+	var send *driver.Tx
+	var d Driver
 	var outcome string
 	err := pgx.BeginFunc(ctx, e.pg, func(tx pgx.Tx) error {
 		s, err := claimSweep(ctx, tx, id)
@@ -198,10 +205,13 @@ func (e *Executor) stepSweep(parent context.Context, id int64, seen map[common.H
 			return err
 		}
 		var ok bool
-		if c, ok = e.chains[uint64(s.chainID)]; !ok {
+		if d, ok = e.chains[uint64(s.chainID)]; !ok {
 			return errNotClaimed
 		}
-		send, outcome, err = e.sweepStep(ctx, tx, c, s, seen)
+		if err := s.check(d); err != nil {
+			return err
+		}
+		send, outcome, err = e.sweepStep(ctx, tx, d, s, seen)
 		return err
 	})
 	if errors.Is(err, errNotClaimed) {
@@ -215,10 +225,10 @@ func (e *Executor) stepSweep(parent context.Context, id int64, seen map[common.H
 		e.logger.InfoContext(ctx, "sweep "+outcome, "sweep_id", id)
 	}
 	if send != nil && !e.skipBroadcast {
-		seen[send.Hash()] = true
-		e.markSent(send.Hash())
-		if err := c.client.SendTransaction(ctx, send); err != nil && !benignSendError(err) && !nonceTooLow(err) {
-			return fmt.Errorf("broadcasting sweep transaction %s (the stored bytes will be sent again): %w", send.Hash().Hex(), err)
+		seen[send.Hash] = true
+		e.markSent(send.Hash)
+		if err := d.Broadcast(ctx, *send); err != nil && !errors.Is(err, driver.ErrNonceUsed) {
+			return fmt.Errorf("broadcasting sweep transaction %s (the stored bytes will be sent again): %w", send.Hash, err)
 		}
 	}
 	return nil
@@ -226,192 +236,120 @@ func (e *Executor) stepSweep(parent context.Context, id int64, seen map[common.H
 
 // sweepStep dispatches on the sweep's stage. It returns a transaction to
 // broadcast after the commit, and the outcome to count.
-func (e *Executor) sweepStep(ctx context.Context, tx pgx.Tx, c *chain, s *sweepRow, seen map[common.Hash]bool) (*types.Transaction, string, error) {
+func (e *Executor) sweepStep(ctx context.Context, tx pgx.Tx, d Driver, s *sweepRow, seen map[string]bool) (*driver.Tx, string, error) {
 	switch s.status {
 	case "pending":
-		return e.sweepFundGas(ctx, tx, c, s)
+		return e.signSweep(ctx, tx, d, s, true)
 	case "gas_sent":
-		r, _, stolen, err := c.lookup(ctx, e.from, uint64(*s.gasNonce), []common.Hash{common.HexToHash(*s.gasHash)})
+		gas := driver.Tx{From: d.Treasury(), Nonce: uint64(*s.gasNonce), Hash: *s.gasHash, Raw: s.gasRaw}
+		in, err := d.Find(ctx, gas)
 		switch {
-		case err != nil:
-			return nil, "", err
-		case stolen || (r != nil && r.Status != types.ReceiptStatusSuccessful):
+		case errors.Is(err, driver.ErrNonceTaken) || (err == nil && in != nil && !in.Success):
 			return nil, outcomeAttention, sweepAttention(ctx, tx, s.id, fmt.Sprintf("gas top-up %s did not succeed (nonce used elsewhere or reverted)", *s.gasHash))
-		case r == nil:
-			return e.resend(s.gasRaw, seen)
-		}
-		return e.signSweep(ctx, tx, c, s)
-	case "sent":
-		r, _, stolen, err := c.lookup(ctx, s.receiver, uint64(*s.nonce), []common.Hash{common.HexToHash(*s.txHash)})
-		switch {
 		case err != nil:
 			return nil, "", err
-		case stolen:
-			return nil, outcomeAttention, sweepAttention(ctx, tx, s.id, fmt.Sprintf("receiver %s used nonce %d for another transaction", s.receiver.Hex(), *s.nonce))
-		case r == nil:
-			return e.resend(s.rawTx, seen)
-		case r.Status != types.ReceiptStatusSuccessful:
+		case in == nil:
+			return e.resend(gas, seen)
+		}
+		return e.signSweep(ctx, tx, d, s, false)
+	case "sent":
+		sent := driver.Tx{From: s.receiver, Nonce: uint64(*s.nonce), Hash: *s.txHash, Raw: s.rawTx}
+		in, err := d.Find(ctx, sent)
+		switch {
+		case errors.Is(err, driver.ErrNonceTaken):
+			return nil, outcomeAttention, sweepAttention(ctx, tx, s.id, fmt.Sprintf("receiver %s used nonce %d for another transaction", s.receiver, *s.nonce))
+		case err != nil:
+			return nil, "", err
+		case in == nil:
+			return e.resend(sent, seen)
+		case !in.Success:
 			// A token that refuses the receiver (paused, blacklisted):
 			// the deposits stay in the receiver, tied to this sweep.
-			return nil, outcomeAttention, sweepAttention(ctx, tx, s.id, fmt.Sprintf("sweep transfer %s reverted in block %s", r.TxHash.Hex(), r.BlockNumber))
+			return nil, outcomeAttention, sweepAttention(ctx, tx, s.id, fmt.Sprintf("sweep transfer %s reverted in block %d", in.Hash, in.Block))
 		}
 		if _, err := tx.Exec(ctx, `UPDATE sweeps SET status = 'mined', receipt_block_number = $2, receipt_block_hash = $3, error = NULL WHERE id = $1`,
-			s.id, r.BlockNumber.Int64(), r.BlockHash.Hex()); err != nil {
+			s.id, in.Block, in.BlockHash); err != nil {
 			return nil, "", fmt.Errorf("marking sweep %d mined: %w", s.id, err)
 		}
 		return nil, outcomeMined, nil
 	case "mined":
-		return nil, "", e.sweepWatch(ctx, tx, c, s)
+		return nil, "", e.sweepWatch(ctx, tx, d, s)
 	}
 	return nil, "", fmt.Errorf("sweep %d has status %q", s.id, s.status)
 }
 
 // resend queues stored bytes for re-broadcast if RebroadcastAfter passed.
-func (e *Executor) resend(raw []byte, seen map[common.Hash]bool) (*types.Transaction, string, error) {
-	t, err := decodeTx(raw)
-	if err != nil {
-		return nil, "", err
+func (e *Executor) resend(t driver.Tx, seen map[string]bool) (*driver.Tx, string, error) {
+	if len(t.Raw) == 0 {
+		return nil, "", errors.New("stored transaction is empty")
 	}
-	if !e.dueForRebroadcast(t.Hash(), seen) {
+	if !e.dueForRebroadcast(t.Hash, seen) {
 		return nil, "", nil
 	}
-	return t, "", nil
+	return &t, "", nil
 }
 
-// sweepFees are the fees and gas of a receiver's transfer.
-func (e *Executor) sweepFees(ctx context.Context, c *chain, s *sweepRow) (fees, uint64, error) {
-	gas, err := c.estimate(ctx, s.receiver, s.token, transferData(e.from, s.amount))
-	if err != nil {
-		return fees{}, 0, fmt.Errorf("estimating sweep transfer: %w", err)
+// signSweep stores the driver's next signing for sweep s: with topUp, the
+// treasury's gas top-up of the receiver when it needs one (gas_sent),
+// else the receiver's transfer to the treasury (sent).
+func (e *Executor) signSweep(ctx context.Context, tx pgx.Tx, d Driver, s *sweepRow, topUp bool) (*driver.Tx, string, error) {
+	st, err := d.Sweep(ctx, tx, driver.Sweep{ID: s.id, Receiver: s.receiver, Token: s.token, Index: s.index, Amount: s.amount}, topUp)
+	var ae *driver.AttentionError
+	if errors.As(err, &ae) {
+		return nil, outcomeAttention, sweepAttention(ctx, tx, s.id, ae.Reason)
 	}
-	f, err := c.currentFees(ctx)
-	if err != nil {
-		return fees{}, 0, err
-	}
-	return f, max(gas, transferGasFloor), nil
-}
-
-// sweepFundGas tops up the receiver's gas from the treasury with what the
-// transfer may cost at the current fee cap, less what it holds; a receiver
-// that holds enough is swept at once.
-func (e *Executor) sweepFundGas(ctx context.Context, tx pgx.Tx, c *chain, s *sweepRow) (*types.Transaction, string, error) {
-	f, gas, err := e.sweepFees(ctx, c, s)
 	if err != nil {
 		return nil, "", err
 	}
-	bal, err := c.client.BalanceAt(ctx, s.receiver, nil)
-	if err != nil {
-		return nil, "", fmt.Errorf("reading gas balance of receiver %s: %w", s.receiver.Hex(), err)
-	}
-	need := new(big.Int).Mul(f.cap, new(big.Int).SetUint64(gas))
-	if bal.Cmp(need) >= 0 {
-		return e.signSweep(ctx, tx, c, s)
-	}
-	top := new(big.Int).Sub(need, bal)
-	nonce, err := e.takeNonce(ctx, tx, c, nil)
-	if err != nil {
-		return nil, "", err
-	}
-	t, err := e.signValueTx(c, e.key, nonce, s.receiver, top, 21_000, f)
-	if err != nil {
-		return nil, "", err
-	}
-	raw, err := encodeTx(t)
-	if err != nil {
-		return nil, "", err
-	}
-	if _, err := tx.Exec(ctx, `UPDATE sweeps SET status = 'gas_sent', gas_amount = $2::numeric, gas_nonce = $3, gas_tx_hash = $4, gas_raw_tx = $5, error = NULL
-		WHERE id = $1`, s.id, top.String(), int64(nonce), t.Hash().Hex(), raw); err != nil {
-		return nil, "", fmt.Errorf("storing sweep gas top-up: %w", err)
-	}
-	return t, "gas_signed", nil
-}
-
-// signSweep signs and stores the receiver's transfer of the sweep's
-// amount to the treasury, with fees the receiver's gas balance covers.
-func (e *Executor) signSweep(ctx context.Context, tx pgx.Tx, c *chain, s *sweepRow) (*types.Transaction, string, error) {
-	f, gas, err := e.sweepFees(ctx, c, s)
-	if err != nil {
-		return nil, "", err
-	}
-	bal, err := c.client.BalanceAt(ctx, s.receiver, nil)
-	if err != nil {
-		return nil, "", fmt.Errorf("reading gas balance of receiver %s: %w", s.receiver.Hex(), err)
-	}
-	// Fees may have risen since the top-up: pay what the receiver holds.
-	if afford := new(big.Int).Div(bal, new(big.Int).SetUint64(gas)); afford.Cmp(f.cap) < 0 {
-		f.cap = afford
-		if f.tip.Cmp(f.cap) > 0 {
-			f.tip = new(big.Int).Set(f.cap)
+	if st.GasAmount != nil {
+		if _, err := tx.Exec(ctx, `UPDATE sweeps SET status = 'gas_sent', gas_amount = $2::numeric, gas_nonce = $3, gas_tx_hash = $4, gas_raw_tx = $5, error = NULL
+			WHERE id = $1`, s.id, st.GasAmount.String(), int64(st.Nonce), st.Hash, st.Raw); err != nil {
+			return nil, "", fmt.Errorf("storing sweep gas top-up: %w", err)
 		}
-	}
-	key, err := e.cfg.ReceiverKey(s.index)
-	if err != nil {
-		return nil, "", fmt.Errorf("deriving receiver %d: %w", s.index, err)
-	}
-	if got := crypto.PubkeyToAddress(key.PublicKey); got != s.receiver {
-		return nil, outcomeAttention, sweepAttention(ctx, tx, s.id, fmt.Sprintf("receiver index %d derives %s, not %s: wrong master seed?", s.index, got.Hex(), s.receiver.Hex()))
-	}
-	// Receivers sign nothing but sweeps, one open at a time: the chain's
-	// pending nonce is theirs alone.
-	nonce, err := c.client.PendingNonceAt(ctx, s.receiver)
-	if err != nil {
-		return nil, "", fmt.Errorf("getting nonce of receiver %s: %w", s.receiver.Hex(), err)
-	}
-	t, err := types.SignNewTx(key, c.signer, &types.DynamicFeeTx{ChainID: new(big.Int).SetUint64(c.id), Nonce: nonce,
-		GasTipCap: f.tip, GasFeeCap: f.cap, Gas: gas, To: &s.token, Data: transferData(e.from, s.amount)})
-	if err != nil {
-		return nil, "", fmt.Errorf("signing sweep: %w", err)
-	}
-	raw, err := encodeTx(t)
-	if err != nil {
-		return nil, "", err
+		return &st.Tx, "gas_signed", nil
 	}
 	if _, err := tx.Exec(ctx, `UPDATE sweeps SET status = 'sent', nonce = $2, tx_hash = $3, raw_tx = $4, error = NULL WHERE id = $1`,
-		s.id, int64(nonce), t.Hash().Hex(), raw); err != nil {
+		s.id, int64(st.Nonce), st.Hash, st.Raw); err != nil {
 		return nil, "", fmt.Errorf("storing signed sweep: %w", err)
 	}
-	return t, outcomeSigned, nil
+	return &st.Tx, outcomeSigned, nil
 }
 
 // sweepWatch confirms a mined sweep once its block is final, writing the
 // sweep and sweep_gas ledger entries; a reorg that removed its block sends
 // it back to be re-broadcast.
-func (e *Executor) sweepWatch(ctx context.Context, tx pgx.Tx, c *chain, s *sweepRow) error {
+func (e *Executor) sweepWatch(ctx context.Context, tx pgx.Tx, d Driver, s *sweepRow) error {
 	if s.receiptBlock == nil || s.receiptHash == nil {
 		return fmt.Errorf("sweep %d is mined without a receipt block", s.id)
 	}
-	live, err := c.blockHash(ctx, uint64(*s.receiptBlock))
+	live, err := d.Block(ctx, uint64(*s.receiptBlock))
 	if err != nil {
 		return err
 	}
-	if live != common.HexToHash(*s.receiptHash) {
+	if live.Hash == "" || !strings.EqualFold(live.Hash, *s.receiptHash) {
 		_, err := tx.Exec(ctx, `UPDATE sweeps SET status = 'sent', receipt_block_number = NULL, receipt_block_hash = NULL WHERE id = $1`, s.id)
 		if err == nil {
 			e.sweepMetrics.sweeps.WithLabelValues(outcomeReorged).Inc()
 		}
 		return err
 	}
-	final, err := c.finalized(ctx)
+	final, err := d.Finalized(ctx)
 	if err != nil || uint64(*s.receiptBlock) > final {
 		return err
 	}
-	h, err := c.client.HeaderByNumber(ctx, big.NewInt(*s.receiptBlock))
-	if err != nil {
-		return fmt.Errorf("reading block %d: %w", *s.receiptBlock, err)
-	}
-	at := time.Unix(int64(h.Time), 0).UTC()
+	at := time.Unix(live.Time, 0).UTC()
 	tok := e.token(uint64(s.chainID), s.token)
 	entries := []ledgerLine{{
 		entryID: fmt.Sprintf("sweep:%d", s.id), kind: "sweep", sessionID: s.sessionID, merchantID: s.merchantID,
-		chainID: s.chainID, token: hexAddr(s.token), symbol: tok.Symbol, decimals: tok.Decimals, from: hexAddr(s.receiver),
-		to: hexAddr(e.from), txHash: *s.txHash, block: *s.receiptBlock, amount: s.amount, at: at,
+		chainID: s.chainID, token: s.token, symbol: tok.Symbol, decimals: tok.Decimals, from: s.receiver,
+		to: d.Treasury(), txHash: *s.txHash, block: *s.receiptBlock, amount: s.amount, at: at,
 	}}
 	if s.gasAmount != nil && s.gasHash != nil {
+		native := d.Native()
 		entries = append(entries, ledgerLine{
 			entryID: fmt.Sprintf("sweep_gas:%d", s.id), kind: "sweep_gas", sessionID: s.sessionID, merchantID: s.merchantID,
-			chainID: s.chainID, token: hexAddr(common.Address{}), symbol: "native", decimals: 18, from: hexAddr(e.from),
-			to: hexAddr(s.receiver), txHash: *s.gasHash, amount: s.gasAmount, at: at,
+			chainID: s.chainID, token: native.Address, symbol: native.Symbol, decimals: native.Decimals, from: d.Treasury(),
+			to: s.receiver, txHash: *s.gasHash, amount: s.gasAmount, at: at,
 		})
 	}
 	for _, l := range entries {
@@ -427,7 +365,7 @@ func (e *Executor) sweepWatch(ctx context.Context, tx pgx.Tx, c *chain, s *sweep
 		f, _ := new(big.Float).SetInt(s.gasAmount).Float64()
 		e.sweepMetrics.sweepGas.WithLabelValues(fmt.Sprint(s.chainID)).Add(f)
 	}
-	e.logger.InfoContext(ctx, "sweep final", "sweep_id", s.id, "chain_id", s.chainID, "receiver", hexAddr(s.receiver),
+	e.logger.InfoContext(ctx, "sweep final", "sweep_id", s.id, "chain_id", s.chainID, "receiver", s.receiver,
 		"amount", s.amount.String(), "tx_hash", *s.txHash)
 	return nil
 }
@@ -439,25 +377,15 @@ func sweepAttention(ctx context.Context, tx pgx.Tx, id int64, reason string) err
 	return nil
 }
 
-// signValueTx signs a plain coin transfer.
-func (e *Executor) signValueTx(c *chain, key *ecdsa.PrivateKey, nonce uint64, to common.Address, value *big.Int, gas uint64, f fees) (*types.Transaction, error) {
-	t, err := types.SignNewTx(key, c.signer, &types.DynamicFeeTx{ChainID: new(big.Int).SetUint64(c.id), Nonce: nonce,
-		GasTipCap: f.tip, GasFeeCap: f.cap, Gas: gas, To: &to, Value: value})
-	if err != nil {
-		return nil, fmt.Errorf("signing transfer of %s wei to %s: %w", value, to.Hex(), err)
-	}
-	return t, nil
-}
-
 // token returns the configured token, or a bare one for an unlisted
 // address.
-func (e *Executor) token(chainID uint64, addr common.Address) Token {
-	for _, t := range e.cfg.Tokens[chainID] {
+func (e *Executor) token(chainID uint64, addr string) driver.Token {
+	for _, t := range e.tokens[chainID] {
 		if t.Address == addr {
 			return t
 		}
 	}
-	return Token{Address: addr, Symbol: strings.ToLower(addr.Hex())}
+	return driver.Token{Address: addr, Symbol: addr}
 }
 
 // ledgerLine is a ledger_entries row written by the executor (the

@@ -1,66 +1,14 @@
 package delivery
 
 import (
-	"bytes"
 	"context"
 	"math/big"
 	"testing"
 
-	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/ethclient"
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/settle-dev/settle/internal/anvil"
 )
-
-func TestERC20EncodingMatchesABI(t *testing.T) {
-	to := common.HexToAddress("0x70997970C51812dc3A010C7d01b50e0d17dc79C8")
-	amount, _ := new(big.Int).SetString("115792089237316195423570985008687907853269984665640564039457584007913129639935", 10) // 2^256-1
-	want, err := anvil.TransferCalldata(to, amount)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := transferData(to, amount); !bytes.Equal(got, want) {
-		t.Errorf("transfer data\n got %x\nwant %x", got, want)
-	}
-	want, err = anvil.ApproveCalldata(to, big.NewInt(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := approveData(to, new(big.Int)); !bytes.Equal(got, want) {
-		t.Errorf("approve data\n got %x\nwant %x", got, want)
-	}
-	if err := checkAmount(new(big.Int).Add(amount, big.NewInt(1))); err == nil {
-		t.Error("checkAmount accepted 2^256")
-	}
-	if err := checkAmount(new(big.Int)); err == nil {
-		t.Error("checkAmount accepted 0")
-	}
-}
-
-func TestBumpFees(t *testing.T) {
-	gwei := func(x int64) *big.Int { return new(big.Int).Mul(big.NewInt(x), big.NewInt(1e9)) }
-	for _, c := range []struct {
-		name          string
-		old, now      fees
-		wantTip, wCap *big.Int
-	}{
-		{"quiet chain: +25% each", fees{gwei(2), gwei(22)}, fees{gwei(1), gwei(11)}, big.NewInt(2_500_000_000), big.NewInt(27_500_000_000)},
-		{"rounds up", fees{big.NewInt(3), big.NewInt(7)}, fees{big.NewInt(1), big.NewInt(1)}, big.NewInt(4), big.NewInt(9)},
-		{"zero tip still rises", fees{big.NewInt(0), big.NewInt(1)}, fees{big.NewInt(0), big.NewInt(1)}, big.NewInt(1), big.NewInt(2)},
-		{"base fee rose: follow the market", fees{gwei(1), gwei(21)}, fees{gwei(3), gwei(103)}, gwei(3), gwei(103)},
-		{"tip rose above the cap's room", fees{gwei(1), gwei(21)}, fees{gwei(10), gwei(30)}, gwei(10), gwei(30)},
-	} {
-		got := bumpFees(c.old, c.now)
-		if got.tip.Cmp(c.wantTip) != 0 || got.cap.Cmp(c.wCap) != 0 {
-			t.Errorf("%s: bumpFees = tip %s cap %s, want %s %s", c.name, got.tip, got.cap, c.wantTip, c.wCap)
-		}
-		if got.cap.Cmp(got.tip) < 0 {
-			t.Errorf("%s: cap %s below tip %s", c.name, got.cap, got.tip)
-		}
-	}
-}
 
 func TestUnits(t *testing.T) {
 	if got := units(big.NewInt(1_234_500), 6); got != 1.2345 {

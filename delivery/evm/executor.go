@@ -1,8 +1,3 @@
-// Package evm holds what delivery needs to know about EVM chains beyond
-// plain ERC-20 calls: the SettleExecutor contract (contracts/SettleExecutor.sol)
-// that runs merchant calldata without the treasury's authority, its
-// compiled code, the address of each payout's runner, and the Executed
-// event a runner leaves in its receipt.
 package evm
 
 import (

@@ -1,111 +1,24 @@
 package api
 
 import (
-	"github.com/settle-dev/settle/internal/chain"
 	"github.com/settle-dev/settle/internal/session"
+	"github.com/settle-dev/settle/internal/view"
 )
 
-// sessionPublic is SessionPublicInfo: what anyone holding the session id may
-// read. It never carries metadata or the client secret.
-type sessionPublic struct {
-	SessionID     string             `json:"sessionId"`
-	Status        session.Status     `json:"status"`
-	Destination   destinationJSON    `json:"destination"`
-	Display       session.Display    `json:"display"`
-	PaymentMethod *paymentMethodJSON `json:"paymentMethod"`
-	CreatedAt     int64              `json:"createdAt"`
-	ExpiresAt     int64              `json:"expiresAt"`
-}
+// The Session views live in internal/view, so the event log renders the
+// same object as these handlers; the names below keep api's call sites.
+type (
+	sessionPublic     = view.SessionPublic
+	sessionFull       = view.Session
+	destinationJSON   = view.Destination
+	deliveryJSON      = view.Delivery
+	paymentMethodJSON = view.PaymentMethod
+)
 
-// sessionFull is the Session object returned to the merchant's API key.
-type sessionFull struct {
-	sessionPublic
-	Metadata     map[string]string `json:"metadata"`
-	ClientSecret string            `json:"clientSecret"`
-}
-
-type destinationJSON struct {
-	Type         string        `json:"type"`
-	Address      string        `json:"address"`
-	ChainID      uint64        `json:"chainId,omitempty"`
-	ChainName    string        `json:"chainName,omitempty"`
-	TokenAddress string        `json:"tokenAddress"`
-	TokenSymbol  string        `json:"tokenSymbol"`
-	AmountUnits  string        `json:"amountUnits,omitempty"`
-	Calldata     string        `json:"calldata,omitempty"`
-	Delivery     *deliveryJSON `json:"delivery,omitempty"`
-}
-
-type deliveryJSON struct {
-	TxHash        string `json:"txHash"`
-	ReceivedUnits string `json:"receivedUnits"`
-}
-
-type paymentMethodJSON struct {
-	Type            string          `json:"type"`
-	ReceiverAddress string          `json:"receiverAddress,omitempty"`
-	FiatMethod      string          `json:"fiatMethod,omitempty"`
-	CreatedAt       int64           `json:"createdAt"`
-	Source          *session.Source `json:"source,omitempty"`
-}
-
-// publicView renders a session for the wire. EVM addresses (destination,
-// token, receiver, source) leave the API EIP-55 encoded whatever case they
-// were sent or stored in: the published client's types say "checksum
-// encoded" and key their token table by the checksummed address. Storage
-// keeps what it has; only this view changes them. Addresses of other
-// families (base58) are case-sensitive and go out as they are.
 func publicView(s *session.Session, status session.Status) sessionPublic {
-	d := s.Destination
-	evmDest := d.Type == string(chain.FamilyEVM)
-	v := sessionPublic{
-		SessionID: s.ID,
-		Status:    status,
-		Destination: destinationJSON{
-			Type: d.Type, Address: addressOut(evmDest, d.Address), ChainID: d.ChainID, ChainName: d.ChainName,
-			TokenAddress: addressOut(evmDest, d.TokenAddress), TokenSymbol: d.TokenSymbol, AmountUnits: d.AmountUnits,
-			Calldata: d.Calldata,
-		},
-		Display:   s.Display,
-		CreatedAt: s.CreatedAt.Unix(),
-		ExpiresAt: s.ExpiresAt.Unix(),
-	}
-	if d.Delivery != nil {
-		v.Destination.Delivery = &deliveryJSON{TxHash: d.Delivery.TxHash, ReceivedUnits: d.Delivery.ReceivedUnits}
-	}
-	if pm := s.PaymentMethod; pm != nil {
-		// An evm payment method's receiver and deposit are on EVM chains,
-		// and so is a fiat one's: the onramp pays an EVM receiver. That
-		// receiver is the provider's business, not the payer's: the fiat
-		// object has no receiverAddress.
-		evm := pm.Type == string(chain.FamilyEVM) || pm.Type == "fiat"
-		v.PaymentMethod = &paymentMethodJSON{Type: pm.Type, FiatMethod: pm.FiatMethod, CreatedAt: pm.CreatedAt.Unix()}
-		if pm.Type != "fiat" {
-			v.PaymentMethod.ReceiverAddress = addressOut(evm, pm.ReceiverAddress)
-		}
-		if pm.Source != nil {
-			src := *pm.Source // a copy: the session is not the view's to change
-			src.Address, src.TokenAddress = addressOut(evm, src.Address), addressOut(evm, src.TokenAddress)
-			v.PaymentMethod.Source = &src
-		}
-	}
-	return v
+	return view.Public(s, status)
 }
 
-// addressOut is an address as the API returns it: EIP-55 when evm and a
-// well-formed EVM address, otherwise unchanged (other families' addresses,
-// and "" for an absent one).
-func addressOut(evm bool, a string) string {
-	if !evm {
-		return a
-	}
-	parsed, err := chain.ParseEVMAddress(a)
-	if err != nil {
-		return a
-	}
-	return chain.ChecksumAddress(parsed)
-}
+func fullView(s *session.Session, status session.Status) sessionFull { return view.Full(s, status) }
 
-func fullView(s *session.Session, status session.Status) sessionFull {
-	return sessionFull{sessionPublic: publicView(s, status), Metadata: s.Metadata, ClientSecret: s.ClientSecret}
-}
+func addressOut(evm bool, a string) string { return view.AddressOut(evm, a) }

@@ -1,4 +1,4 @@
-package api
+package view
 
 import (
 	"encoding/json"
@@ -9,7 +9,7 @@ import (
 	"github.com/settle-dev/settle/internal/session"
 )
 
-// paymentView is a pure function of the session: one row per lifecycle
+// PaymentOf is a pure function of the session: one row per lifecycle
 // point a payer or a merchant can see.
 func TestPaymentView(t *testing.T) {
 	created := time.Unix(1739554073, 0)
@@ -65,7 +65,7 @@ func TestPaymentView(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := json.Marshal(paymentView(tt.s, tt.now))
+			got, err := json.Marshal(PaymentOf(tt.s, tt.now))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -78,8 +78,8 @@ func TestPaymentView(t *testing.T) {
 
 func TestUSDValue(t *testing.T) {
 	for in, want := range map[string]string{"1": "1.00", "1.5": "1.50", "1.00": "1.00", "1.234567": "1.234567", "0.1": "0.10", "10.500": "10.50", "": ""} {
-		if got := usdValue(in); got != want {
-			t.Errorf("usdValue(%q) = %q, want %q", in, got, want)
+		if got := USDValue(in); got != want {
+			t.Errorf("USDValue(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

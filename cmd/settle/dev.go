@@ -119,7 +119,7 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	base := "http://" + addr.String()
 	if err := printBanner(gctx, stdout, base, "http://"+metricsAddr.String()+"/metrics", key, filepath.Join(dir, "demo-api-key"), cfg); err != nil {
-		logger.Warn("could not create the demo session for the banner", "err", err)
+		logger.Warn("could not create the demo session or payment for the banner", "err", err)
 	}
 	return g.Wait()
 }
@@ -231,7 +231,7 @@ func printBanner(ctx context.Context, w io.Writer, base, metrics, key, keyPath s
 			ClientSecret string `json:"clientSecret"`
 		} `json:"session"`
 	}
-	err := demoRequest(ctx, base+"/v1/sessions", key, create, &resp)
+	err := demoRequest(ctx, base+"/v1/sessions", "Authorization", "Bearer "+key, create, &resp)
 	fmt.Fprintf(w, `
 settle dev is running
   API        %[1]s
@@ -266,28 +266,58 @@ Read it back with the API key (full view) and as the payer (public view):
   curl -s '%[1]s/v1/sessions/%[2]s?clientSecret=%[3]s'
 Pay it from the dev payer on a dev chain and watch it go processing -> succeeded:
   ./bin/settle dev pay %[2]s 10.00
-
 `, base, id, secret)
+	return printPaymentBanner(ctx, w, base, key, chainID, token)
+}
+
+// printPaymentBanner creates a demo payment through the Payments API and
+// prints its hosted checkout page. Its externalId is new on every start:
+// a repeated one would return the payment of an earlier run, maybe paid.
+func printPaymentBanner(ctx context.Context, w io.Writer, base, key string, chainID uint64, token string) error {
+	ext := fmt.Sprintf("demo-order-%d", time.Now().Unix())
+	create := fmt.Sprintf(`{"display":{"intent":"Demo order","items":[{"name":"Coffee beans, 1 kg","description":"Washed, medium roast"}]},"destination":{"destinationAddress":"0x70997970c51812dc3a010c7d01b50e0d17dc79c8","chainId":%d,"tokenAddress":"%s","amountUnits":"2.50"},"externalId":"%s","metadata":{"orderId":"%s"}}`, chainID, token, ext, ext)
+	var resp struct {
+		ID  string `json:"id"`
+		URL string `json:"url"`
+	}
+	if err := demoRequest(ctx, base+"/api/payment", "Api-Key", key, create, &resp); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, `
+A demo payment (Payments API) was created too: %[2]s
+Open its checkout page in a browser, pick a chain and token, and pay with any wallet on the dev chain:
+  %[4]s
+or let the dev payer pay through the page and watch payment_unpaid -> payment_started -> payment_completed:
+  ./bin/settle dev pay %[2]s 2.50
+Read it back by id and by externalId:
+  curl -s %[1]s/api/payment/%[2]s -H "Api-Key: $SETTLE_KEY"
+  curl -s %[1]s/api/payment/external-id/%[3]s -H "Api-Key: $SETTLE_KEY"
+The same create again returns this payment (200): its externalId is taken. Change it for a new one:
+  curl -s -X POST %[1]s/api/payment -H "Api-Key: $SETTLE_KEY" -H 'Content-Type: application/json' \
+    -H "Idempotency-Key: demo-$(date +%%s%%N)" -d '%[5]s'
+
+`, base, resp.ID, ext, resp.URL, create)
 	return nil
 }
 
-func demoRequest(ctx context.Context, url, key, body string, out any) error {
+// demoRequest POSTs body with one auth header and decodes a 200 or 201.
+func demoRequest(ctx context.Context, url, authHeader, authValue, body string, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewBufferString(body))
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set(authHeader, authValue)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
+	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("creating demo session: %s: %s", resp.Status, b)
+		return fmt.Errorf("POST %s: %s: %s", url, resp.Status, b)
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
 }

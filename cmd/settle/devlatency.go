@@ -58,7 +58,7 @@ func cmdDevLatency(ctx context.Context, args []string, stdout, stderr io.Writer)
 				"chainId": dst.ID, "tokenAddress": dst.Tokens[0].Address, "amountUnits": "1.00"},
 			"display": map[string]any{"title": fmt.Sprintf("latency %d", i), "verb": "Deposit"},
 		}
-		out, err := api.call(ctx, "POST", "/v1/sessions", body, true)
+		out, err := api.call(ctx, "POST", "/v1/sessions", body, "Bearer")
 		if err != nil {
 			return err
 		}

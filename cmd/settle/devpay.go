@@ -9,8 +9,10 @@ import (
 	"io"
 	"math/big"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -37,7 +39,7 @@ func cmdDevPay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	if fs.NArg() != 2 {
-		return fmt.Errorf("usage: settle dev pay [-chain NAME] [-token ADDRESS] SESSION_ID AMOUNT")
+		return fmt.Errorf("usage: settle dev pay [-chain NAME] [-token ADDRESS] SESSION_ID|PAYMENT_ID AMOUNT")
 	}
 	id, amountStr := fs.Arg(0), fs.Arg(1)
 	cfg, err := loadConfig(*path, true)
@@ -71,17 +73,26 @@ func cmdDevPay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("reading the demo key (is `make dev` running?): %w", err)
 	}
 	api := &apiClient{base: "http://" + cfg.API.Listen, key: strings.TrimSpace(string(raw))}
-	sess, err := api.session(ctx, id)
-	if err != nil {
-		return err
-	}
-	receiver := ""
-	if pm, ok := sess["paymentMethod"].(map[string]any); ok && pm["type"] == "evm" {
-		receiver, _ = pm["receiverAddress"].(string)
-	}
-	if receiver == "" {
-		if receiver, err = api.setEVM(ctx, id, sess["clientSecret"].(string)); err != nil {
+	// A Sessions API id is 32 hex digits; anything else is taken for a
+	// Payments API id (base58, which has no 0).
+	isPayment := !devSessionID.MatchString(id)
+	var receiver string
+	if isPayment {
+		if receiver, err = api.choosePaymentToken(ctx, id, cc.ID, common.HexToAddress(tok.Address)); err != nil {
 			return err
+		}
+	} else {
+		sess, err := api.session(ctx, id)
+		if err != nil {
+			return err
+		}
+		if pm, ok := sess["paymentMethod"].(map[string]any); ok && pm["type"] == "evm" {
+			receiver, _ = pm["receiverAddress"].(string)
+		}
+		if receiver == "" {
+			if receiver, err = api.setEVM(ctx, id, sess["clientSecret"].(string)); err != nil {
+				return err
+			}
 		}
 	}
 
@@ -97,6 +108,9 @@ func cmdDevPay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fmt.Fprintf(stdout, "sent %s %s on %s from the dev payer %s to %s\n  tx %s\n", amountStr, tok.Symbol, cc.Name,
 		anvil.DevAddress(devPayer).Hex(), receiver, hash.Hex())
 
+	if isPayment {
+		return api.followPayment(ctx, stdout, id)
+	}
 	start, last := time.Now(), ""
 	for time.Since(start) < 3*time.Minute {
 		s, err := api.session(ctx, id)
@@ -125,9 +139,93 @@ func cmdDevPay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return fmt.Errorf("session %s still %s after 3 minutes", id, last)
 }
 
+var devSessionID = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+// choosePaymentToken does what a payer does on the payment's checkout
+// page: picks the chain and token (the page's form), then reads the
+// single-use receiver the page shows.
+func (a *apiClient) choosePaymentToken(ctx context.Context, id string, chainID uint64, token common.Address) (string, error) {
+	p, err := a.payment(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	// A payer would see the page say it is paid; a second transfer would
+	// only make an after_session_finished exception.
+	if st := p["status"]; st != "payment_unpaid" {
+		return "", fmt.Errorf("payment %s is %v: nothing to pay", id, st)
+	}
+	form := url.Values{"id": {id}, "pay": {fmt.Sprintf("%d:%s", chainID, token.Hex())}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.base+"/checkout/select", strings.NewReader(form.Encode()))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	// The page answers a choice with a redirect back to itself.
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("choosing the token on the checkout page (is `make dev` running?): %w", err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther {
+		return "", fmt.Errorf("choosing %s on chain %d for payment %s: the checkout page answered %s (is the token accepted there?)", token.Hex(), chainID, id, resp.Status)
+	}
+	st, err := a.call(ctx, http.MethodGet, "/checkout/status?"+url.Values{"id": {id}}.Encode(), nil, "")
+	if err != nil {
+		return "", err
+	}
+	recv, _ := st["receiverAddress"].(string)
+	if recv == "" {
+		return "", fmt.Errorf("payment %s has no receiver address (state %v)", id, st["state"])
+	}
+	return recv, nil
+}
+
+func (a *apiClient) payment(ctx context.Context, id string) (map[string]any, error) {
+	return a.call(ctx, http.MethodGet, "/api/payment/"+url.PathEscape(id), nil, "Api-Key")
+}
+
+// followPayment prints the payment's status changes until it completes,
+// bounces, or its page shows it expired.
+func (a *apiClient) followPayment(ctx context.Context, stdout io.Writer, id string) error {
+	start, last := time.Now(), ""
+	for time.Since(start) < 3*time.Minute {
+		p, err := a.payment(ctx, id)
+		if err != nil {
+			return err
+		}
+		status, _ := p["status"].(string)
+		if status != last {
+			fmt.Fprintf(stdout, "  %6.1fs  %s\n", time.Since(start).Seconds(), status)
+			last = status
+		}
+		switch status {
+		case "payment_completed", "payment_bounced":
+			if d, ok := p["destination"]; ok {
+				j, _ := json.Marshal(d)
+				fmt.Fprintf(stdout, "  destination %s\n", j)
+			}
+			return nil
+		case "payment_unpaid":
+			st, err := a.call(ctx, http.MethodGet, "/checkout/status?"+url.Values{"id": {id}}.Encode(), nil, "")
+			if err == nil && st["state"] == "expired" {
+				return fmt.Errorf("payment %s expired before the deposit counted", id)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("payment %s still %s after 3 minutes", id, last)
+}
+
 type apiClient struct{ base, key string }
 
-func (a *apiClient) call(ctx context.Context, method, path string, body any, auth bool) (map[string]any, error) {
+// call sends a JSON request; auth names how the demo key goes along:
+// "Bearer" (Sessions API), "Api-Key" (Payments API) or "" (none).
+func (a *apiClient) call(ctx context.Context, method, path string, body any, auth string) (map[string]any, error) {
 	var r io.Reader
 	if body != nil {
 		j, _ := json.Marshal(body)
@@ -138,8 +236,11 @@ func (a *apiClient) call(ctx context.Context, method, path string, body any, aut
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if auth {
+	switch auth {
+	case "Bearer":
 		req.Header.Set("Authorization", "Bearer "+a.key)
+	case "Api-Key":
+		req.Header.Set("Api-Key", a.key)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -157,7 +258,7 @@ func (a *apiClient) call(ctx context.Context, method, path string, body any, aut
 }
 
 func (a *apiClient) session(ctx context.Context, id string) (map[string]any, error) {
-	out, err := a.call(ctx, "GET", "/v1/sessions/"+id, nil, true)
+	out, err := a.call(ctx, "GET", "/v1/sessions/"+id, nil, "Bearer")
 	if err != nil {
 		return nil, err
 	}
@@ -167,7 +268,7 @@ func (a *apiClient) session(ctx context.Context, id string) (map[string]any, err
 
 func (a *apiClient) setEVM(ctx context.Context, id, secret string) (string, error) {
 	out, err := a.call(ctx, "POST", "/v1/sessions/"+id+"/paymentMethods",
-		map[string]any{"clientSecret": secret, "paymentMethod": map[string]any{"type": "evm"}}, false)
+		map[string]any{"clientSecret": secret, "paymentMethod": map[string]any{"type": "evm"}}, "")
 	if err != nil {
 		return "", err
 	}

@@ -75,7 +75,7 @@ fuzz:
 bench: bench-api bench-indexer
 
 bench-api: services
-	$(WITH_SERVICES) $(GO) test -run='^$$' -bench=BenchmarkSessionsAPI -benchtime=5s ./api
+	$(WITH_SERVICES) $(GO) test -run='^$$' -bench='^Benchmark(Sessions|Payments)API$$' -benchtime=5s ./api
 
 ## bench-indexer: settle's indexer beside Shovel (SETTLE_BENCH_SHOVEL) on the peer-baseline history (300,001 transfers); see indexer/evm/bench_test.go
 bench-indexer: services node_modules

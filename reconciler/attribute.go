@@ -12,6 +12,7 @@ import (
 
 	"github.com/settle-dev/settle/internal/chain"
 	"github.com/settle-dev/settle/internal/session"
+	"github.com/settle-dev/settle/internal/store"
 )
 
 // Transfer is one indexed token transfer, as the reconciler reads it.
@@ -488,13 +489,14 @@ func (r *Reconciler) ApplyDeposit(ctx context.Context, c *chain.Chain, t *Transf
 		if err != nil {
 			return err
 		}
-		if err := r.setStatus(ctx, tx, s, session.Processing); err != nil {
-			return err
-		}
 		const pm = `UPDATE payment_methods SET source = $2 WHERE id = (
 			SELECT id FROM payment_methods WHERE receiver_id = $1 ORDER BY id DESC LIMIT 1)`
 		if _, err := tx.Exec(ctx, pm, rc.ID, src); err != nil {
 			return fmt.Errorf("setting deposit source: %w", err)
+		}
+		// Last: its event shows the session with the source.
+		if err := r.setStatus(ctx, tx, s, session.Processing); err != nil {
+			return err
 		}
 		moved = true
 		return nil
@@ -544,7 +546,9 @@ func due(ctx context.Context, tx pgx.Tx, sessionID string) error {
 	return nil
 }
 
-// setStatus moves a locked session and writes its outbox event.
+// setStatus moves a locked session and records its event, which renders
+// the session as the transaction has it then: callers make every other
+// change of the session (source, delivery) before they call it.
 func (r *Reconciler) setStatus(ctx context.Context, tx pgx.Tx, s sessionRow, to session.Status) error {
 	r.metrics.advanced.WithLabelValues(string(to)).Inc()
 	if err := session.Transition(s.status, to); err != nil {
@@ -553,10 +557,8 @@ func (r *Reconciler) setStatus(ctx context.Context, tx pgx.Tx, s sessionRow, to 
 	if _, err := tx.Exec(ctx, `UPDATE sessions SET status = $2, updated_at = now() WHERE id = $1`, s.id, string(to)); err != nil {
 		return fmt.Errorf("updating session %s: %w", s.id, err)
 	}
-	const q = `INSERT INTO outbox (merchant_id, topic, subject_id, payload)
-		VALUES ($1, $2, $3, jsonb_build_object('sessionId', $3::text, 'status', $4::text))`
-	if _, err := tx.Exec(ctx, q, s.merchantID, "session."+string(to), s.id, string(to)); err != nil {
-		return fmt.Errorf("writing outbox: %w", err)
+	if _, err := store.RecordEvent(ctx, tx, store.Change{SessionID: s.id, At: r.cfg.Now()}); err != nil {
+		return err
 	}
 	return nil
 }

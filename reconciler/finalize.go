@@ -11,6 +11,7 @@ import (
 
 	"github.com/settle-dev/settle/internal/chain"
 	"github.com/settle-dev/settle/internal/session"
+	"github.com/settle-dev/settle/internal/store"
 )
 
 // finalize re-checks a chain's pending deposits and payouts against the
@@ -196,35 +197,40 @@ func (r *Reconciler) unapply(ctx context.Context, c *chain.Chain, id int64) erro
 			return err
 		}
 		tok, _ := c.Token(d.Token)
-		if err := recordLedger(ctx, tx, entry{
+		entryID, err := recordLedgerID(ctx, tx, entry{
 			EntryID: applicationID(fmt.Sprintf("unapply:%d:%s:%s:%d", d.ChainID, d.BlockHash, d.TxHash, d.LogIndex), applications), Kind: "unapply", Reason: unapplyReason(credited),
 			SessionID: s.id, MerchantID: s.merchantID, ChainID: d.ChainID, Token: d.Token, Symbol: tok.Symbol, Decimals: tok.Decimals,
 			From: d.From, To: d.To, TxHash: d.TxHash, LogIndex: d.LogIndex, BlockNumber: d.BlockNumber, Amount: d.Amount, EventTime: d.BlockTime,
-		}); err != nil {
+		})
+		if err != nil || !credited {
 			return err
 		}
-		if credited {
-			if err := due(ctx, tx, s.id); err != nil {
+		if err := due(ctx, tx, s.id); err != nil {
+			return err
+		}
+		if s.status == session.Processing && !s.hasPayout {
+			var others bool
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM deposits WHERE session_id = $1 AND credited AND status <> 'orphaned')`, sessionID).Scan(&others); err != nil {
+				return fmt.Errorf("checking other deposits: %w", err)
+			}
+			if !others {
+				if _, err := tx.Exec(ctx, `UPDATE payment_methods SET source = NULL WHERE session_id = $1`, sessionID); err != nil {
+					return fmt.Errorf("clearing source: %w", err)
+				}
+				if err := r.setStatus(ctx, tx, s, session.WaitingPayment); err != nil {
+					return err
+				}
+				back = true
+			}
+		}
+		// After the status change, so it shows the session as the reorg
+		// left it. A replayed unapply (entry there already) has had its
+		// event.
+		if entryID != 0 {
+			if _, err := store.RecordEvent(ctx, tx, store.Change{SessionID: s.id, Type: store.EventDepositReorged, LedgerEntryID: entryID, At: r.cfg.Now()}); err != nil {
 				return err
 			}
 		}
-		if !credited || s.status != session.Processing || s.hasPayout {
-			return nil
-		}
-		var others bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM deposits WHERE session_id = $1 AND credited AND status <> 'orphaned')`, sessionID).Scan(&others); err != nil {
-			return fmt.Errorf("checking other deposits: %w", err)
-		}
-		if others {
-			return nil
-		}
-		if err := r.setStatus(ctx, tx, s, session.WaitingPayment); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `UPDATE payment_methods SET source = NULL WHERE session_id = $1`, sessionID); err != nil {
-			return fmt.Errorf("clearing source: %w", err)
-		}
-		back = true
 		return nil
 	})
 	if err != nil {
@@ -295,9 +301,28 @@ func (r *Reconciler) confirmPayout(ctx context.Context, id int64) error {
 		}); err != nil {
 			return err
 		}
+		to := session.Succeeded
+		if kind == "refund" {
+			to = session.Bounced
+		}
+		// Unless already ended (a replayed confirmation). The delivery
+		// first, so the status's event shows it.
+		if s.status == session.Processing {
+			if _, err := tx.Exec(ctx, `UPDATE sessions SET delivery_tx_hash = $2, delivery_received_units = $3 WHERE id = $1`,
+				sessionID, p.txHash, chain.FormatUnits(received, tok.Decimals)); err != nil {
+				return fmt.Errorf("recording delivery: %w", err)
+			}
+			if err := r.setStatus(ctx, tx, s, to); err != nil {
+				return err
+			}
+			if err := tx.QueryRow(ctx, `SELECT min(block_time) FROM deposits WHERE session_id = $1 AND credited AND status = 'final'`, sessionID).Scan(&firstDeposit); err != nil {
+				firstDeposit = time.Time{}
+			}
+		}
 		// A call that took part of the amount: the runner sent the rest
 		// back to the treasury in the same transaction, where it is held
-		// for the payer like an overpayment.
+		// for the payer like an overpayment. Recorded after the status
+		// change, so its deposit.exception shows the ended session.
 		if amount, _ := new(big.Int).SetString(p.amount, 10); p.runner != nil && amount != nil && received != nil && received.Cmp(amount) < 0 {
 			if err := recordLedger(ctx, tx, entry{
 				EntryID: "call_returned:" + sessionID, Kind: "exception", Reason: ReasonCallReturned, SessionID: sessionID, MerchantID: s.merchantID,
@@ -307,23 +332,6 @@ func (r *Reconciler) confirmPayout(ctx context.Context, id int64) error {
 				return err
 			}
 			r.metrics.exceptions.WithLabelValues(ReasonCallReturned).Inc()
-		}
-		to := session.Succeeded
-		if kind == "refund" {
-			to = session.Bounced
-		}
-		if s.status != session.Processing {
-			return nil // already ended (a replayed confirmation)
-		}
-		if err := r.setStatus(ctx, tx, s, to); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `UPDATE sessions SET delivery_tx_hash = $2, delivery_received_units = $3 WHERE id = $1`,
-			sessionID, p.txHash, chain.FormatUnits(received, tok.Decimals)); err != nil {
-			return fmt.Errorf("recording delivery: %w", err)
-		}
-		if err := tx.QueryRow(ctx, `SELECT min(block_time) FROM deposits WHERE session_id = $1 AND credited AND status = 'final'`, sessionID).Scan(&firstDeposit); err != nil {
-			firstDeposit = time.Time{}
 		}
 		return nil
 	})

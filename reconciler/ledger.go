@@ -2,11 +2,14 @@ package reconciler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/big"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/settle-dev/settle/internal/store"
 )
 
 // entry is one ledger line: a decision about one transfer or payout.
@@ -29,18 +32,37 @@ type entry struct {
 }
 
 // recordLedger writes an entry inside the transaction that made the
-// decision; a replayed decision (same entry id) is a no-op.
+// decision; a replayed decision (same entry id) is a no-op. It is the one
+// place an exception is recorded, so it is where deposit.exception is
+// emitted: once per entry, in the same transaction.
 func recordLedger(ctx context.Context, tx pgx.Tx, e entry) error {
+	_, err := recordLedgerID(ctx, tx, e)
+	return err
+}
+
+// recordLedgerID is recordLedger returning the entry's row id, 0 for a
+// replay (the row was there already).
+func recordLedgerID(ctx context.Context, tx pgx.Tx, e entry) (int64, error) {
 	const q = `INSERT INTO ledger_entries (entry_id, kind, reason, session_id, merchant_id, chain_id, token, symbol, decimals,
 		from_address, to_address, tx_hash, log_index, block_number, amount, event_time)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::numeric, $16)
-		ON CONFLICT (entry_id) DO NOTHING`
-	_, err := tx.Exec(ctx, q, e.EntryID, e.Kind, e.Reason, e.SessionID, e.MerchantID, int64(e.ChainID), e.Token, e.Symbol,
-		int16(e.Decimals), e.From, e.To, e.TxHash, int32(e.LogIndex), int64(e.BlockNumber), e.Amount.String(), e.EventTime)
-	if err != nil {
-		return fmt.Errorf("recording ledger entry %s: %w", e.EntryID, err)
+		ON CONFLICT (entry_id) DO NOTHING RETURNING id, recorded_at`
+	var id int64
+	var at time.Time
+	err := tx.QueryRow(ctx, q, e.EntryID, e.Kind, e.Reason, e.SessionID, e.MerchantID, int64(e.ChainID), e.Token, e.Symbol,
+		int16(e.Decimals), e.From, e.To, e.TxHash, int32(e.LogIndex), int64(e.BlockNumber), e.Amount.String(), e.EventTime).Scan(&id, &at)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
 	}
-	return nil
+	if err != nil {
+		return 0, fmt.Errorf("recording ledger entry %s: %w", e.EntryID, err)
+	}
+	if e.Kind == "exception" {
+		if _, err := store.RecordEvent(ctx, tx, store.Change{SessionID: e.SessionID, Type: store.EventDepositException, LedgerEntryID: id, At: at}); err != nil {
+			return 0, fmt.Errorf("ledger entry %s: %w", e.EntryID, err)
+		}
+	}
+	return id, nil
 }
 
 // CopyLedger copies ledger entries not yet in ClickHouse, oldest first,

@@ -118,7 +118,9 @@ func (s *Store) setReceiverPaymentMethod(ctx context.Context, sessionID, pmType,
 				return fmt.Errorf("updating session status: %w", err)
 			}
 		}
-		if err := outbox(ctx, tx, cur.MerchantID, "session.payment_method_set", sessionID, session.WaitingPayment); err != nil {
+		// Every new payment method is an event, also one that replaces
+		// another on a waiting session: the object's paymentMethod changed.
+		if _, err := RecordEvent(ctx, tx, Change{SessionID: sessionID, At: now}); err != nil {
 			return err
 		}
 		created = r
@@ -168,19 +170,34 @@ func (s *Store) ExpireDue(ctx context.Context, now time.Time, limit int) (int, e
 		ORDER BY expires_at
 		LIMIT $2
 		FOR UPDATE SKIP LOCKED
-	), expired AS (
-		UPDATE sessions s SET status = 'expired', updated_at = now()
-		FROM due WHERE s.id = due.id
-		RETURNING s.id, s.merchant_id
 	)
-	INSERT INTO outbox (merchant_id, topic, subject_id, payload)
-	SELECT merchant_id, 'session.expired', id, jsonb_build_object('sessionId', id, 'status', 'expired')
-	FROM expired`
-	tag, err := s.pool.Exec(ctx, q, now, limit, s.chains)
+	UPDATE sessions s SET status = 'expired', updated_at = now()
+	FROM due WHERE s.id = due.id
+	RETURNING s.id`
+	var n int
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, q, now, limit, s.chains)
+		if err != nil {
+			return err
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		// The rows stay locked to the commit, so each event reads its
+		// session as expired and nothing changes it in between.
+		for _, id := range ids {
+			if _, err := RecordEvent(ctx, tx, Change{SessionID: id, At: now}); err != nil {
+				return err
+			}
+		}
+		n = len(ids)
+		return nil
+	})
 	if err != nil {
 		return 0, fmt.Errorf("expiring sessions: %w", err)
 	}
-	return int(tag.RowsAffected()), nil
+	return n, nil
 }
 
 // UnmirroredReceivers returns up to limit receivers not yet copied to

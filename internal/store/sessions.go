@@ -13,7 +13,7 @@ import (
 	"github.com/settle-dev/settle/internal/session"
 )
 
-// CreateSession inserts a new session (and its outbox row).
+// CreateSession inserts a new session (and its session.created event).
 func (s *Store) CreateSession(ctx context.Context, ss *session.Session, decimals uint8) error {
 	if ss.Payment != nil {
 		return errors.New("store: a payment's session is created with CreatePayment")
@@ -60,10 +60,9 @@ func (s *Store) GetPaymentByExternalID(ctx context.Context, merchantID, external
 	return getSessionWhere(ctx, s.db(ctx), "s.merchant_id = $1 AND s.external_id = $3", s.chains, merchantID, externalID)
 }
 
-// insertSession inserts ss and its outbox row in one statement (atomic
-// without an explicit transaction, and one round trip), and reports
-// whether it did: false only when a payment with the same externalId
-// exists.
+// insertSession inserts ss and its event (session.created; none for a
+// payment) in one transaction, and reports whether it did: false only
+// when a payment with the same externalId exists.
 func (s *Store) insertSession(ctx context.Context, ss *session.Session, decimals uint8) (bool, error) {
 	display, err := json.Marshal(ss.Display)
 	if err != nil {
@@ -89,41 +88,30 @@ func (s *Store) insertSession(ctx context.Context, ss *session.Session, decimals
 			return false, fmt.Errorf("encoding checkout: %w", err)
 		}
 	}
-	const q = `WITH s AS (
-		INSERT INTO sessions (
+	const q = `INSERT INTO sessions (
 			id, merchant_id, status, dest_type, dest_address, dest_chain_id, dest_chain_name,
 			dest_token_address, dest_token_symbol, dest_token_decimals, dest_amount_units,
 			dest_amount_raw, dest_calldata, display, metadata, refund_address, client_secret,
 			created_at, expires_at, payment_id, external_id, checkout
 		) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::numeric, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
-		ON CONFLICT (merchant_id, external_id) DO NOTHING
-		RETURNING id, merchant_id, status
-	), o AS (
-		INSERT INTO outbox (merchant_id, topic, subject_id, payload)
-		SELECT merchant_id, 'session.created', id, jsonb_build_object('sessionId', id, 'status', status) FROM s
-	)
-	SELECT count(*) FROM s`
-	var n int
-	err = s.db(ctx).QueryRow(ctx, q,
-		ss.ID, ss.MerchantID, string(ss.Status), d.Type, d.Address, nullUint(d.ChainID), d.ChainName,
-		d.TokenAddress, d.TokenSymbol, int16(decimals), nullString(d.AmountUnits),
-		amountRaw, nullString(d.Calldata), display, metadata, nullString(ss.RefundAddress), ss.ClientSecret,
-		ss.CreatedAt, ss.ExpiresAt, paymentID, externalID, checkout).Scan(&n)
-	if err != nil {
-		return false, err
-	}
-	return n == 1, nil
-}
-
-// outbox records a change a merchant can observe, inside the change's
-// transaction.
-func outbox(ctx context.Context, tx pgx.Tx, merchantID, topic, sessionID string, status session.Status) error {
-	const q = `INSERT INTO outbox (merchant_id, topic, subject_id, payload)
-		VALUES ($1, $2, $3, jsonb_build_object('sessionId', $3::text, 'status', $4::text))`
-	if _, err := tx.Exec(ctx, q, merchantID, topic, sessionID, string(status)); err != nil {
-		return fmt.Errorf("writing outbox row %s: %w", topic, err)
-	}
-	return nil
+		ON CONFLICT (merchant_id, external_id) DO NOTHING`
+	var inserted bool
+	// The session and its event commit together (a savepoint when the
+	// request's Idempotency-Key transaction is in ctx).
+	err = pgx.BeginFunc(ctx, s.db(ctx), func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, q,
+			ss.ID, ss.MerchantID, string(ss.Status), d.Type, d.Address, nullUint(d.ChainID), d.ChainName,
+			d.TokenAddress, d.TokenSymbol, int16(decimals), nullString(d.AmountUnits),
+			amountRaw, nullString(d.Calldata), display, metadata, nullString(ss.RefundAddress), ss.ClientSecret,
+			ss.CreatedAt, ss.ExpiresAt, paymentID, externalID, checkout)
+		if err != nil || tag.RowsAffected() == 0 {
+			return err
+		}
+		inserted = true
+		_, err = RecordEvent(ctx, tx, Change{SessionID: ss.ID, At: ss.CreatedAt})
+		return err
+	})
+	return inserted, err
 }
 
 func nullString(s string) *string {

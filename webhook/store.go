@@ -1,0 +1,409 @@
+package webhook
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Errors callers act on.
+var (
+	ErrNotFound = errors.New("not found")
+	// ErrBadCursor is a starting_after that names no object of the list.
+	ErrBadCursor = errors.New("unknown cursor")
+)
+
+// InputError is merchant input the store refuses, naming the field.
+type InputError struct {
+	Param   string
+	Message string
+}
+
+func (e *InputError) Error() string { return e.Param + ": " + e.Message }
+
+// EventTypes are the event types an endpoint can subscribe to.
+var EventTypes = []string{
+	"session.created", "session.waiting_payment", "session.processing", "session.succeeded",
+	"session.bounced", "session.expired",
+	"payment_started", "payment_completed", "payment_bounced",
+	"deposit.exception", "deposit.reorged",
+}
+
+// TestEventType is the type of the events POST /v1/webhooks/{id}/test sends.
+const TestEventType = "webhook.test"
+
+// Limits on merchant input: every endpoint multiplies each event's fan-out.
+const (
+	MaxEndpointsPerMerchant = 16
+	maxDescription          = 500
+	// RotationOverlap is how long the previous secret keeps signing after a
+	// rotation, so receivers can switch without dropping messages.
+	RotationOverlap = 24 * time.Hour
+)
+
+// Endpoint is a merchant's webhook endpoint.
+type Endpoint struct {
+	ID             string
+	MerchantID     string
+	URL            string
+	Description    string
+	Events         []string // empty: every type
+	Enabled        bool
+	DisabledReason string
+	CreatedAt      time.Time
+	// Secret is filled only where it is shown: on create and rotate (once,
+	// to the merchant), and to the operator and settle dev.
+	Secret string
+}
+
+// Attempt is one POST of a delivery.
+type Attempt struct {
+	ID         int64
+	EventID    string
+	EventType  string
+	At         time.Time
+	StatusCode int // 0: no response
+	LatencyMS  int
+	Error      string
+}
+
+// Store keeps endpoints and answers the API's webhook calls.
+type Store struct {
+	pool   *pgxpool.Pool
+	policy Policy
+	now    func() time.Time
+}
+
+// NewStore returns a Store; policy checks URLs at registration.
+func NewStore(pool *pgxpool.Pool, policy Policy) *Store {
+	return &Store{pool: pool, policy: policy, now: time.Now}
+}
+
+func randomID(prefix string) string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+// checkEvents validates an event filter, returning it sorted and without
+// repeats.
+func checkEvents(events []string) ([]string, error) {
+	if len(events) > len(EventTypes) {
+		return nil, &InputError{"events", "too many event types"}
+	}
+	out := []string{}
+	for _, e := range events {
+		if !slices.Contains(EventTypes, e) {
+			if len(e) > 64 {
+				e = e[:64]
+			}
+			return nil, &InputError{"events", fmt.Sprintf("unknown event type %q", e)}
+		}
+		if !slices.Contains(out, e) {
+			out = append(out, e)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+const endpointCols = `id, merchant_id, url, description, events, enabled, coalesce(disabled_reason, ''), created_at`
+
+func scanEndpoint(row pgx.Row, e *Endpoint) error {
+	return row.Scan(&e.ID, &e.MerchantID, &e.URL, &e.Description, &e.Events, &e.Enabled, &e.DisabledReason, &e.CreatedAt)
+}
+
+// CreateEndpoint registers an endpoint with a fresh secret (returned in
+// Secret, the only time the merchant sees it).
+func (s *Store) CreateEndpoint(ctx context.Context, merchantID, rawURL string, events []string, description string) (*Endpoint, error) {
+	if _, err := s.policy.CheckURL(rawURL); err != nil {
+		return nil, &InputError{"url", err.Error()}
+	}
+	events, err := checkEvents(events)
+	if err != nil {
+		return nil, err
+	}
+	if len(description) > maxDescription {
+		return nil, &InputError{"description", fmt.Sprintf("at most %d characters", maxDescription)}
+	}
+	e := &Endpoint{}
+	secret := NewSecret()
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("creating endpoint: %w", err)
+	}
+	defer tx.Rollback(ctx)
+	// The merchant row lock serializes creates, so the limit holds under
+	// concurrent requests.
+	var n int
+	const lock = `SELECT (SELECT count(*) FROM webhook_endpoints WHERE merchant_id = m.id) FROM merchants m WHERE m.id = $1 FOR UPDATE`
+	if err := tx.QueryRow(ctx, lock, merchantID).Scan(&n); errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("merchant %s: %w", merchantID, ErrNotFound)
+	} else if err != nil {
+		return nil, fmt.Errorf("counting endpoints: %w", err)
+	}
+	if n >= MaxEndpointsPerMerchant {
+		return nil, &InputError{"url", fmt.Sprintf("a merchant can have at most %d webhook endpoints", MaxEndpointsPerMerchant)}
+	}
+	const q = `INSERT INTO webhook_endpoints (id, merchant_id, url, description, events, secret, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ` + endpointCols
+	if err := scanEndpoint(tx.QueryRow(ctx, q, randomID("we_"), merchantID, rawURL, description, events, secret, s.now()), e); err != nil {
+		return nil, fmt.Errorf("inserting endpoint: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("committing endpoint: %w", err)
+	}
+	e.Secret = secret
+	return e, nil
+}
+
+// GetEndpoint returns a merchant's endpoint, without its secret.
+func (s *Store) GetEndpoint(ctx context.Context, merchantID, id string) (*Endpoint, error) {
+	e := &Endpoint{}
+	err := scanEndpoint(s.pool.QueryRow(ctx, `SELECT `+endpointCols+` FROM webhook_endpoints WHERE id = $1 AND merchant_id = $2`, id, merchantID), e)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading endpoint: %w", err)
+	}
+	return e, nil
+}
+
+// ListEndpoints returns up to n endpoints of a merchant, newest first,
+// after the endpoint startingAfter (if not empty; ErrBadCursor if it is
+// not one of the merchant's).
+func (s *Store) ListEndpoints(ctx context.Context, merchantID string, n int, startingAfter string) ([]Endpoint, error) {
+	args := []any{merchantID, n}
+	cond := ""
+	if startingAfter != "" {
+		var ok bool
+		if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM webhook_endpoints WHERE id = $1 AND merchant_id = $2)`, startingAfter, merchantID).Scan(&ok); err != nil {
+			return nil, fmt.Errorf("reading cursor: %w", err)
+		}
+		if !ok {
+			return nil, ErrBadCursor
+		}
+		cond = ` AND (created_at, id) < (SELECT created_at, id FROM webhook_endpoints WHERE id = $3)`
+		args = append(args, startingAfter)
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+endpointCols+` FROM webhook_endpoints WHERE merchant_id = $1`+cond+
+		` ORDER BY created_at DESC, id DESC LIMIT $2`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing endpoints: %w", err)
+	}
+	defer rows.Close()
+	var out []Endpoint
+	for rows.Next() {
+		var e Endpoint
+		if err := scanEndpoint(rows, &e); err != nil {
+			return nil, fmt.Errorf("listing endpoints: %w", err)
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing endpoints: %w", err)
+	}
+	return out, nil
+}
+
+// DeleteEndpoint deletes an endpoint with its deliveries and attempts. An
+// empty merchantID deletes whoever's it is (the operator's `settle webhook
+// rm`); the API always passes the caller.
+func (s *Store) DeleteEndpoint(ctx context.Context, merchantID, id string) error {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM webhook_endpoints WHERE id = $1 AND ($2 = '' OR merchant_id = $2)`, id, merchantID)
+	if err != nil {
+		return fmt.Errorf("deleting endpoint %s: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// RotateSecret gives an endpoint a new secret (returned in Secret); the old
+// one keeps signing for RotationOverlap. Rotating again within the window
+// drops the oldest.
+func (s *Store) RotateSecret(ctx context.Context, merchantID, id string) (*Endpoint, error) {
+	e := &Endpoint{}
+	secret := NewSecret()
+	const q = `UPDATE webhook_endpoints SET previous_secret = secret, previous_expires_at = $3, secret = $4
+		WHERE id = $1 AND merchant_id = $2 RETURNING ` + endpointCols
+	err := scanEndpoint(s.pool.QueryRow(ctx, q, id, merchantID, s.now().Add(RotationOverlap), secret), e)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("rotating secret: %w", err)
+	}
+	e.Secret = secret
+	return e, nil
+}
+
+// EndpointsForOperator lists every endpoint of a merchant with its secret.
+func (s *Store) EndpointsForOperator(ctx context.Context, merchantID string) ([]Endpoint, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+endpointCols+`, secret FROM webhook_endpoints WHERE merchant_id = $1 ORDER BY created_at, id`, merchantID)
+	if err != nil {
+		return nil, fmt.Errorf("listing endpoints: %w", err)
+	}
+	defer rows.Close()
+	var out []Endpoint
+	for rows.Next() {
+		var e Endpoint
+		if err := rows.Scan(&e.ID, &e.MerchantID, &e.URL, &e.Description, &e.Events, &e.Enabled, &e.DisabledReason, &e.CreatedAt, &e.Secret); err != nil {
+			return nil, fmt.Errorf("listing endpoints: %w", err)
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// testObject is data.object of a test event: the endpoint as the API shows
+// it, so the receiver sees which endpoint the test was for.
+type testObject struct {
+	ID  string `json:"id"`
+	URL string `json:"url"`
+}
+
+// SendTest queues a test event (isTestEvent true, type webhook.test) for
+// one endpoint only. It is an outbox row like any other event (already
+// fanned out, to this endpoint), so it is listed, signed, retried and
+// replayable the same way. Its subject is the endpoint, with a sequence of
+// its own.
+func (s *Store) SendTest(ctx context.Context, merchantID, id string) (string, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return "", fmt.Errorf("sending test event: %w", err)
+	}
+	defer tx.Rollback(ctx)
+	var url string
+	var enabled bool
+	// The endpoint row lock orders concurrent tests' sequences.
+	err = tx.QueryRow(ctx, `SELECT url, enabled FROM webhook_endpoints WHERE id = $1 AND merchant_id = $2 FOR UPDATE`, id, merchantID).Scan(&url, &enabled)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading endpoint: %w", err)
+	}
+	if !enabled {
+		return "", &InputError{"id", "the endpoint is disabled"}
+	}
+	var seq int64
+	if err := tx.QueryRow(ctx, `SELECT coalesce(max(sequence), 0) + 1 FROM outbox WHERE subject_id = $1`, id).Scan(&seq); err != nil {
+		return "", fmt.Errorf("numbering test event: %w", err)
+	}
+	now := s.now()
+	eventID := randomID("evt_")
+	body, err := json.Marshal(map[string]any{
+		"id": eventID, "type": TestEventType, "sequence": seq, "createdAt": strconv.FormatInt(now.Unix(), 10),
+		"isTestEvent": true, "data": map[string]any{"object": testObject{ID: id, URL: url}},
+	})
+	if err != nil {
+		return "", fmt.Errorf("encoding test event: %w", err)
+	}
+	var outboxID int64
+	const ins = `INSERT INTO outbox (event_id, merchant_id, topic, subject_id, sequence, is_test, payload, created_at, delivered_at)
+		VALUES ($1, $2, $3, $4, $5, true, $6, $7, $7) RETURNING id`
+	if err := tx.QueryRow(ctx, ins, eventID, merchantID, TestEventType, id, seq, body, now).Scan(&outboxID); err != nil {
+		return "", fmt.Errorf("writing test event: %w", err)
+	}
+	const del = `INSERT INTO webhook_deliveries (outbox_id, event_id, endpoint_id, subject_id, sequence, next_attempt_at, created_at)
+		VALUES ($1, $2, $3, $3, $4, $5, $5)`
+	if _, err := tx.Exec(ctx, del, outboxID, eventID, id, seq, now); err != nil {
+		return "", fmt.Errorf("queueing test delivery: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return "", fmt.Errorf("committing test event: %w", err)
+	}
+	return eventID, nil
+}
+
+// Replay sends an event again: to endpointID, or (empty) to every enabled
+// endpoint of the merchant whose filter takes it. A delivery that exists
+// starts over (pending, due now, a new retry window); the earlier
+// attempts stay listed. It returns how many deliveries were queued.
+func (s *Store) Replay(ctx context.Context, merchantID, eventID, endpointID string) (int, error) {
+	var exists bool
+	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM outbox WHERE event_id = $1 AND merchant_id = $2)`, eventID, merchantID).Scan(&exists); err != nil {
+		return 0, fmt.Errorf("reading event: %w", err)
+	}
+	if !exists {
+		return 0, ErrNotFound
+	}
+	if endpointID != "" {
+		e, err := s.GetEndpoint(ctx, merchantID, endpointID)
+		if errors.Is(err, ErrNotFound) {
+			return 0, &InputError{"endpoint", "no such webhook endpoint"}
+		}
+		if err != nil {
+			return 0, err
+		}
+		if !e.Enabled {
+			return 0, &InputError{"endpoint", "the endpoint is disabled"}
+		}
+	}
+	const q = `INSERT INTO webhook_deliveries (outbox_id, event_id, endpoint_id, subject_id, sequence, next_attempt_at, created_at)
+		SELECT o.id, o.event_id, e.id, o.subject_id, o.sequence, $4, $4
+		FROM outbox o JOIN webhook_endpoints e ON e.merchant_id = o.merchant_id AND e.enabled
+		WHERE o.event_id = $1 AND o.merchant_id = $2
+		  AND (e.id = $3 OR $3 = '' AND (cardinality(e.events) = 0 OR o.topic = ANY (e.events)))
+		ON CONFLICT (event_id, endpoint_id) DO UPDATE SET status = 'pending', attempts = 0,
+			next_attempt_at = EXCLUDED.next_attempt_at, created_at = EXCLUDED.created_at,
+			claimed_until = NULL, claim_token = NULL, finished_at = NULL, last_error = NULL`
+	tag, err := s.pool.Exec(ctx, q, eventID, merchantID, endpointID, s.now())
+	if err != nil {
+		return 0, fmt.Errorf("replaying event %s: %w", eventID, err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// ListAttempts returns up to n attempts to a merchant's endpoint, newest
+// first, after the attempt startingAfter (its numeric id; ErrBadCursor if
+// it is not one of this endpoint's).
+func (s *Store) ListAttempts(ctx context.Context, merchantID, endpointID string, n int, startingAfter int64) ([]Attempt, error) {
+	if _, err := s.GetEndpoint(ctx, merchantID, endpointID); err != nil {
+		return nil, err
+	}
+	args := []any{endpointID, n}
+	cond := ""
+	if startingAfter != 0 {
+		var ok bool
+		if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM webhook_attempts WHERE id = $1 AND endpoint_id = $2)`, startingAfter, endpointID).Scan(&ok); err != nil {
+			return nil, fmt.Errorf("reading cursor: %w", err)
+		}
+		if !ok {
+			return nil, ErrBadCursor
+		}
+		cond = ` AND (a.at, a.id) < (SELECT at, id FROM webhook_attempts WHERE id = $3)`
+		args = append(args, startingAfter)
+	}
+	rows, err := s.pool.Query(ctx, `SELECT a.id, d.event_id, o.topic, a.at, coalesce(a.status_code, 0), a.latency_ms, coalesce(a.error, '')
+		FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id JOIN outbox o ON o.id = d.outbox_id
+		WHERE a.endpoint_id = $1`+cond+` ORDER BY a.at DESC, a.id DESC LIMIT $2`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing attempts: %w", err)
+	}
+	defer rows.Close()
+	var out []Attempt
+	for rows.Next() {
+		var a Attempt
+		if err := rows.Scan(&a.ID, &a.EventID, &a.EventType, &a.At, &a.StatusCode, &a.LatencyMS, &a.Error); err != nil {
+			return nil, fmt.Errorf("listing attempts: %w", err)
+		}
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing attempts: %w", err)
+	}
+	return out, nil
+}

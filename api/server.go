@@ -37,6 +37,8 @@ type Store interface {
 	CreatePayment(ctx context.Context, s *session.Session, decimals uint8) (*session.Session, bool, error)
 	GetPayment(ctx context.Context, paymentID string) (*session.Session, error)
 	GetPaymentByExternalID(ctx context.Context, merchantID, externalID string) (*session.Session, error)
+	// ListSessions returns a page of a merchant's sessions (api/lists.go).
+	ListSessions(ctx context.Context, q store.ListQuery) ([]*session.Session, error)
 	ClaimIdempotencyKey(ctx context.Context, scope, key string, requestHash []byte) (*store.IdempotencyClaim, *store.StoredResponse, error)
 	PruneIdempotencyKeys(ctx context.Context) (int64, error)
 }
@@ -168,6 +170,7 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) routes() {
 	handle := func(pattern string, h handlerFunc) { s.mux.Handle(pattern, s.route(pattern, h)) }
 	handle("POST /v1/sessions", s.idempotent(s.merchantScope(s.merchantFromKey), s.createSession))
+	handle("GET /v1/sessions", s.listSessions)
 	handle("GET /v1/sessions/{id}", cors(s.getSession))
 	handle("OPTIONS /v1/sessions/{id}", preflight("GET"))
 	handle("POST /v1/sessions/{id}/paymentMethods", cors(s.idempotent(sessionScope, s.createPaymentMethod)))
@@ -179,6 +182,7 @@ func (s *Server) routes() {
 	handle("POST /api/payment", s.idempotent(s.merchantScope(s.merchantFromPaymentsKey), s.createPayment))
 	handle("GET /api/payment/{id}", s.getPayment)
 	handle("GET /api/payment/external-id/{externalId}", s.getPaymentByExternalID)
+	handle("GET /api/payments", s.listPayments)
 	handle("GET /checkout", s.checkoutPageHandler)
 	handle("POST /checkout/select", s.checkoutSelect)
 	handle("POST /checkout/fiat", s.checkoutFiat)
@@ -192,7 +196,7 @@ func (s *Server) routes() {
 		return nil
 	})
 	for _, p := range []string{"/v1/sessions", "/v1/sessions/{id}", "/v1/sessions/{id}/paymentMethods", "/v1/sessions/{id}/check",
-		"/api/payment", "/api/payment/{id}", "/api/payment/external-id/{externalId}"} {
+		"/api/payment", "/api/payment/{id}", "/api/payment/external-id/{externalId}", "/api/payments"} {
 		handle(p, methodNotAllowed)
 	}
 	for pattern, h := range s.cfg.Mount {

@@ -113,7 +113,7 @@ func (w *work) watch(ctx context.Context) (bool, error) {
 			p.receiptFinal = true
 			w.events = append(w.events, event{outcome: outcomeFinal, step: w.step(), hash: *p.txHash,
 				attrs: []any{"status", p.status, "block", *p.receiptBlock}})
-			if p.status == "reverted" && p.kind == "refund" {
+			if p.status == "reverted" && (p.kind == "refund" || p.kind == "exception_refund") {
 				// A delivery that reverts is refunded; a refund that
 				// reverts (a blacklisted or refusing recipient, a paused
 				// token) has nothing after it: a person decides.

@@ -387,7 +387,9 @@ func lockSession(ctx context.Context, tx pgx.Tx, id string) (sessionRow, error) 
 	if err := tx.QueryRow(ctx, `SELECT status FROM sessions WHERE id = $1 FOR UPDATE`, id).Scan(&status); err != nil {
 		return s, fmt.Errorf("locking session %s: %w", id, err)
 	}
-	const q = `SELECT merchant_id, status, expires_at, EXISTS (SELECT 1 FROM payouts WHERE session_id = $1)
+	// An exception's refund (kind exception_refund) pays back a deposit
+	// that did not count; it does not settle the session.
+	const q = `SELECT merchant_id, status, expires_at, EXISTS (SELECT 1 FROM payouts WHERE session_id = $1 AND kind IN ('delivery', 'refund'))
 		FROM sessions WHERE id = $1`
 	if err := tx.QueryRow(ctx, q, id).Scan(&s.merchantID, &status, &s.expiresAt, &s.hasPayout); err != nil {
 		return s, fmt.Errorf("reading locked session %s: %w", id, err)

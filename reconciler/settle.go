@@ -55,7 +55,7 @@ func (r *Reconciler) Settle(ctx context.Context) (bool, error) {
 	}
 	const ready = `SELECT s.id FROM sessions s
 		WHERE s.status = 'processing' AND s.settle_check_at <= $2
-		  AND NOT EXISTS (SELECT 1 FROM payouts p WHERE p.session_id = s.id)
+		  AND NOT EXISTS (SELECT 1 FROM payouts p WHERE p.session_id = s.id AND p.kind IN ('delivery', 'refund'))
 		  AND NOT EXISTS (SELECT 1 FROM deposits d WHERE d.session_id = s.id AND d.credited AND d.status = 'seen')
 		  AND EXISTS (SELECT 1 FROM deposits d WHERE d.session_id = s.id AND d.credited AND d.status = 'final')
 		ORDER BY s.settle_check_at, s.id LIMIT $1`
@@ -342,7 +342,7 @@ func (r *Reconciler) insertPayout(ctx context.Context, tx pgx.Tx, sessionID, kin
 		return errors.New("payout amount must be positive")
 	}
 	const q = `INSERT INTO payouts (session_id, kind, chain_id, token, to_address, amount, calldata)
-		VALUES ($1, $2, $3, $4, $5, $6::numeric, NULLIF($7, '')) ON CONFLICT (session_id, kind) DO NOTHING`
+		VALUES ($1, $2, $3, $4, $5, $6::numeric, NULLIF($7, '')) ON CONFLICT (session_id, kind) WHERE kind IN ('delivery', 'refund') DO NOTHING`
 	tag, err := tx.Exec(ctx, q, sessionID, kind, int64(chainID), strings.ToLower(token), strings.ToLower(to), amount.String(), calldata)
 	if err != nil {
 		return fmt.Errorf("scheduling %s for %s: %w", kind, sessionID, err)

@@ -134,6 +134,7 @@ func apiGroup(ctx context.Context, g *errgroup.Group, cfg *fileConfig, pg *pgxpo
 		PublicURL:       publicURL,
 		Chains:          chains,
 		Store:           st,
+		Exceptions:      st,
 		EVMReceivers:    receivers,
 		Treasury:        cfg.Treasury.Address,
 		CodeChecker:     codes,

@@ -106,6 +106,9 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Now is the clock; tests set it to control expiry.
 	Now func() time.Time
+	// Exceptions, if set, serves the exceptions inbox (/v1/exceptions,
+	// api/exceptions.go); nil leaves it out.
+	Exceptions ExceptionStore
 }
 
 // Server is the HTTP API.
@@ -199,6 +202,7 @@ func (s *Server) routes() {
 		"/api/payment", "/api/payment/{id}", "/api/payment/external-id/{externalId}", "/api/payments"} {
 		handle(p, methodNotAllowed)
 	}
+	s.exceptionRoutes(handle)
 	for pattern, h := range s.cfg.Mount {
 		s.mux.Handle(pattern, h)
 	}

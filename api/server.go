@@ -109,6 +109,9 @@ type Config struct {
 	// Exceptions, if set, serves the exceptions inbox (/v1/exceptions,
 	// api/exceptions.go); nil leaves it out.
 	Exceptions ExceptionStore
+	// Webhooks, if set, serves the webhook endpoints (/v1/webhooks,
+	// api/webhooks.go); nil leaves them out.
+	Webhooks WebhookStore
 }
 
 // Server is the HTTP API.
@@ -203,6 +206,7 @@ func (s *Server) routes() {
 		handle(p, methodNotAllowed)
 	}
 	s.exceptionRoutes(handle)
+	s.webhookRoutes(handle)
 	for pattern, h := range s.cfg.Mount {
 		s.mux.Handle(pattern, h)
 	}

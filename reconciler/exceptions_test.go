@@ -95,8 +95,9 @@ func TestExceptionRefundConfirmed(t *testing.T) {
 		t.Fatalf("exception refund %q (%v), want confirmed", status, err)
 	}
 	var kind, reason, amount string
-	if err := h.pg.QueryRow(h.ctx, `SELECT kind, reason, amount::text FROM ledger_entries WHERE entry_id = $1`,
-		"exception_refund:"+strings.TrimPrefix(exc, "exc_")).Scan(&kind, &reason, &amount); err != nil {
+	if err := h.pg.QueryRow(h.ctx, `SELECT kind, reason, amount::text FROM ledger_entries
+		WHERE entry_id = 'exception_refund:' || (SELECT entry_id FROM ledger_entries WHERE id = $1)`,
+		strings.TrimPrefix(exc, "exc_")).Scan(&kind, &reason, &amount); err != nil {
 		t.Fatalf("refund line: %v (ledger %v)", err, h.ledger(id))
 	}
 	if kind != "refund" || reason != "exception_refund" || amount != units(6, 6).String() {

@@ -269,11 +269,11 @@ func (r *Reconciler) confirmPayout(ctx context.Context, id int64) error {
 			received, from    string
 			amount            string
 			runner            *string
-			exception         *int64
+			exception         *string // the refunded exception's entry id
 			blockTime         time.Time
 		}
 		err := tx.QueryRow(ctx, `SELECT kind, session_id, chain_id, token, to_address, seen_tx_hash, coalesce(from_address, ''), received::text, seen_block_number, seen_block_time,
-			amount::text, runner_address, exception_id
+			amount::text, runner_address, (SELECT entry_id FROM ledger_entries WHERE id = exception_id)
 			FROM payouts WHERE id = $1 AND status IN ('sent', 'mined') FOR UPDATE`, id).
 			Scan(&kind, &sessionID, &p.chainID, &p.token, &p.to, &p.txHash, &p.from, &p.received, &p.block, &p.blockTime, &p.amount, &p.runner, &p.exception)
 		if err == pgx.ErrNoRows {
@@ -297,10 +297,12 @@ func (r *Reconciler) confirmPayout(ctx context.Context, id int64) error {
 		received, _ := new(big.Int).SetString(p.received, 10)
 		if kind == "exception_refund" && p.exception != nil {
 			// The refund of one exception (the exceptions inbox): money
-			// out like a bounce's refund, one line per exception, and the
-			// session's status is not this payout's business.
+			// out like a bounce's refund, one line per exception, named
+			// after it (so statements can tell a held deposit's refund
+			// from a refund of deposited money), and the session's status
+			// is not this payout's business.
 			return recordLedger(ctx, tx, entry{
-				EntryID: fmt.Sprintf("exception_refund:%d", *p.exception), Kind: "refund", Reason: "exception_refund", SessionID: sessionID,
+				EntryID: "exception_refund:" + *p.exception, Kind: "refund", Reason: "exception_refund", SessionID: sessionID,
 				MerchantID: s.merchantID, ChainID: uint64(p.chainID), Token: p.token, Symbol: tok.Symbol, Decimals: tok.Decimals, From: p.from,
 				To: p.to, TxHash: p.txHash, BlockNumber: uint64(p.block), Amount: received, EventTime: p.blockTime,
 			})

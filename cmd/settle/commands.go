@@ -135,6 +135,7 @@ func apiGroup(ctx context.Context, g *errgroup.Group, cfg *fileConfig, pg *pgxpo
 		Chains:          chains,
 		Store:           st,
 		Exceptions:      st,
+		Events:          st,
 		EVMReceivers:    receivers,
 		Treasury:        cfg.Treasury.Address,
 		CodeChecker:     codes,

@@ -158,6 +158,41 @@ func TestSessionStatement(t *testing.T) {
 		},
 		want: map[string]string{"deposited_e18": e18(5), "refunded_e18": e18(5), "held_e18": e18(1), "variance_e18": "0"},
 	}, {
+		// The exceptions inbox: the merchant refunded the late deposit.
+		// It leaves held, and paying back what was never deposited is
+		// no variance.
+		name: "bounced with a late deposit the merchant refunded",
+		lines: []line{
+			{id: "deposit:a", kind: "deposit", decimals: 6, amount: usdc(5)},
+			{id: "exception:1:b:t6:0", kind: "exception", reason: "late", decimals: 6, amount: usdc(1)},
+			{id: "refund:a", kind: "refund", decimals: 6, amount: usdc(5)},
+			{id: "exception_refund:exception:1:b:t6:0", kind: "refund", reason: "exception_refund", decimals: 6, amount: usdc(1)},
+		},
+		want: map[string]string{"deposited_e18": e18(5), "refunded_e18": e18(6), "held_e18": "0", "variance_e18": "0"},
+	}, {
+		// The merchant refunded an overpayment's surplus: money that was
+		// deposited goes back, so variance closes too.
+		name: "overpaid, delivered, surplus refunded",
+		lines: []line{
+			{id: "deposit:a", kind: "deposit", decimals: 6, amount: usdc(12.5)},
+			{id: "overpaid:a", kind: "exception", reason: "overpaid", decimals: 6, amount: usdc(2.5)},
+			{id: "delivery:a", kind: "delivery", decimals: 6, amount: usdc(10)},
+			{id: "exception_refund:overpaid:a", kind: "refund", reason: "exception_refund", decimals: 6, amount: usdc(2.5)},
+		},
+		want: map[string]string{"deposited_e18": e18(12.5), "delivered_e18": e18(10), "refunded_e18": e18(2.5), "held_e18": "0",
+			"variance_e18": "0"},
+	}, {
+		// The merchant credited a late top-up: it is a deposit now, and
+		// the session delivered.
+		name: "late top-up credited and delivered",
+		lines: []line{
+			{id: "deposit:a", kind: "deposit", decimals: 6, amount: usdc(4)},
+			{id: "exception:1:b:t6:0", kind: "exception", reason: "late", decimals: 6, amount: usdc(6)},
+			{id: "deposit:1:b:t6:0", kind: "deposit", reason: "exception_credit", decimals: 6, amount: usdc(6)},
+			{id: "delivery:a", kind: "delivery", decimals: 6, amount: usdc(10)},
+		},
+		want: map[string]string{"deposited_e18": e18(10), "delivered_e18": e18(10), "refunded_e18": "0", "held_e18": "0", "variance_e18": "0"},
+	}, {
 		// Spam of tokens settle does not accept, with amounts up to
 		// 2^256-1: none fits the 18-decimal columns (a wrong token's
 		// decimals are unknown, recorded as 0), so they are counted

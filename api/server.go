@@ -109,6 +109,9 @@ type Config struct {
 	// Exceptions, if set, serves the exceptions inbox (/v1/exceptions,
 	// api/exceptions.go); nil leaves it out.
 	Exceptions ExceptionStore
+	// Events, if set, serves the event log (/v1/events, api/events.go);
+	// nil leaves it out.
+	Events EventStore
 	// Webhooks, if set, serves the webhook endpoints (/v1/webhooks,
 	// api/webhooks.go); nil leaves them out.
 	Webhooks WebhookStore
@@ -206,6 +209,7 @@ func (s *Server) routes() {
 		handle(p, methodNotAllowed)
 	}
 	s.exceptionRoutes(handle)
+	s.eventRoutes(handle)
 	s.webhookRoutes(handle)
 	for pattern, h := range s.cfg.Mount {
 		s.mux.Handle(pattern, h)

@@ -110,7 +110,7 @@ func webhookError(err error) error {
 	var in *webhook.InputError
 	switch {
 	case errors.As(err, &in):
-		return validationf(in.Param, "invalid_"+in.Param, "%s", strings.ToUpper(in.Message[:1])+in.Message[1:]+".")
+		return validationf(in.Param, "invalid_"+in.Param, "%s.", in.Message)
 	case errors.Is(err, webhook.ErrNotFound):
 		return errWebhookNotFound
 	case errors.Is(err, webhook.ErrBadCursor):

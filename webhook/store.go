@@ -407,3 +407,21 @@ func (s *Store) ListAttempts(ctx context.Context, merchantID, endpointID string,
 	}
 	return out, nil
 }
+
+// DevEndpoint returns the merchant's endpoint at url with its secret,
+// creating it (every event type) when there is none and enabling it again
+// if it was disabled: settle dev's own receiver, kept across restarts.
+func (s *Store) DevEndpoint(ctx context.Context, merchantID, url string) (*Endpoint, error) {
+	e := &Endpoint{}
+	const q = `UPDATE webhook_endpoints SET enabled = true, disabled_reason = NULL
+		WHERE id = (SELECT id FROM webhook_endpoints WHERE merchant_id = $1 AND url = $2 ORDER BY created_at LIMIT 1)
+		RETURNING ` + endpointCols + `, secret`
+	err := s.pool.QueryRow(ctx, q, merchantID, url).Scan(&e.ID, &e.MerchantID, &e.URL, &e.Description, &e.Events, &e.Enabled, &e.DisabledReason, &e.CreatedAt, &e.Secret)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return s.CreateEndpoint(ctx, merchantID, url, nil, "settle dev's receiver (prints events)")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading dev endpoint: %w", err)
+	}
+	return e, nil
+}

@@ -29,6 +29,7 @@ import (
 	"github.com/settle-dev/settle/internal/store"
 	"github.com/settle-dev/settle/reconciler"
 	"github.com/settle-dev/settle/schema"
+	"github.com/settle-dev/settle/webhook"
 )
 
 func cmdMigrate(ctx context.Context, args []string, stderr io.Writer) error {
@@ -135,6 +136,7 @@ func apiGroup(ctx context.Context, g *errgroup.Group, cfg *fileConfig, pg *pgxpo
 		Chains:          chains,
 		Store:           st,
 		Exceptions:      st,
+		Webhooks:        webhook.NewStore(pg, cfg.webhookPolicy()),
 		Events:          st,
 		EVMReceivers:    receivers,
 		Treasury:        cfg.Treasury.Address,

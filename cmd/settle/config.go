@@ -56,6 +56,18 @@ type fileConfig struct {
 	Indexer struct {
 		MetricsListen string `yaml:"metrics_listen"` // SETTLE_INDEXER_METRICS_LISTEN
 	} `yaml:"indexer"`
+	// Webhooks configures the dispatcher (settle dispatcher, settle dev)
+	// and which endpoint URLs the API accepts.
+	Webhooks struct {
+		MetricsListen string `yaml:"metrics_listen"` // SETTLE_WEBHOOKS_METRICS_LISTEN
+		// AllowLoopback admits http:// and loopback endpoint URLs, and
+		// lets the dispatcher connect to loopback: settle dev and tests
+		// only. Deliberately no environment override, so a stray variable
+		// cannot open the SSRF guard in production.
+		AllowLoopback bool `yaml:"allow_loopback"`
+		// Workers bounds concurrent webhook POSTs per dispatcher; 0 means 32.
+		Workers int `yaml:"workers"`
+	} `yaml:"webhooks"`
 	Chains []chainConfig `yaml:"chains"`
 	// Dev configures `settle dev` only.
 	Dev struct {
@@ -66,6 +78,10 @@ type fileConfig struct {
 		// (fiat/sandbox): it pays the first chain's first token from anvil
 		// account 4, so it is accepted only on a loopback chain.
 		FiatSandbox bool `yaml:"fiat_sandbox"`
+		// WebhookListen is settle dev's own webhook receiver, registered
+		// for the demo merchant, which prints every event; default
+		// 127.0.0.1:8090.
+		WebhookListen string `yaml:"webhook_listen"`
 	} `yaml:"dev"`
 }
 
@@ -152,6 +168,7 @@ func loadConfig(path string, dev bool) (*fileConfig, error) {
 	env("SETTLE_TREASURY_ADDRESS", &cfg.Treasury.Address)
 	env("SETTLE_MASTER_SEED_FILE", &cfg.Treasury.MasterSeedFile)
 	env("SETTLE_DELIVERY_METRICS_LISTEN", &cfg.Delivery.MetricsListen)
+	env("SETTLE_WEBHOOKS_METRICS_LISTEN", &cfg.Webhooks.MetricsListen)
 	for i := range cfg.Chains {
 		env(fmt.Sprintf("SETTLE_CHAIN_%d_RPC_URL", cfg.Chains[i].ID), &cfg.Chains[i].RPCURL)
 		env(fmt.Sprintf("SETTLE_CHAIN_%d_EXECUTOR_ADDRESS", cfg.Chains[i].ID), &cfg.Chains[i].ExecutorAddress)
@@ -168,6 +185,8 @@ func loadConfig(path string, dev bool) (*fileConfig, error) {
 	cfg.Reconciler.MetricsListen = cmpOr(cfg.Reconciler.MetricsListen, "127.0.0.1:9101")
 	cfg.Indexer.MetricsListen = cmpOr(cfg.Indexer.MetricsListen, "127.0.0.1:9102")
 	cfg.Delivery.MetricsListen = cmpOr(cfg.Delivery.MetricsListen, "127.0.0.1:9103")
+	cfg.Webhooks.MetricsListen = cmpOr(cfg.Webhooks.MetricsListen, "127.0.0.1:9104")
+	cfg.Dev.WebhookListen = cmpOr(cfg.Dev.WebhookListen, "127.0.0.1:8090")
 	if cfg.API.SessionTTL == 0 {
 		cfg.API.SessionTTL = time.Hour
 	}

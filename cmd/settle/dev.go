@@ -110,6 +110,12 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := deliveryGroup(gctx, g, cfg, pg, master, logger, reg); err != nil {
 		return err
 	}
+	if err := dispatcherGroup(gctx, g, cfg, pg, logger, reg); err != nil {
+		return err
+	}
+	if err := devWebhookGroup(gctx, g, cfg, pg, key, stdout, logger); err != nil {
+		return err
+	}
 	for i := range cfg.Chains {
 		if cc := &cfg.Chains[i]; cc.Family == "evm" && cc.RPCURL != "" {
 			if err := indexerGroup(gctx, g, cc, pg, ch, logger, reg); err != nil {

@@ -27,6 +27,7 @@ Usage:
   settle api         [-config FILE]              serve the HTTP API (/metrics on api.metrics_listen)
   settle reconciler  [-config FILE]              attribute deposits, settle sessions, expire, write the ledger
   settle delivery    [-config FILE]              sign and send deliveries and refunds (needs the master seed)
+  settle dispatcher  [-config FILE]              send webhooks: fan out events, sign, retry (any number may run)
   settle delivery deploy -chain NAME [-config FILE]  deploy the treasury's SettleExecutor on a chain (prints its executor_address)
   settle indexer -chain NAME [-config FILE]      index one chain's token transfers into ClickHouse
   settle dev         [-config FILE]              run everything locally with a demo merchant
@@ -40,6 +41,10 @@ Usage:
                                                  hand a parked payout back to the executor (recorded in the ledger)
   settle payouts abandon -id N -note TEXT [-operator NAME] [-config FILE]
                                                  take a parked payout out of settle's hands; its session is settled by hand
+  settle webhook add -merchant ID -url URL [-events a,b] [-description TEXT] [-config FILE]
+                                                 register a webhook endpoint for a merchant (prints its secret once)
+  settle webhook list -merchant ID [-secrets] [-config FILE]   list a merchant's webhook endpoints
+  settle webhook rm -id ID [-config FILE]        delete a webhook endpoint with its deliveries
   settle keys new                                generate a master seed and its receiver xpub
   settle probe URL                               exit 0 if URL answers 2xx (container healthchecks)
 
@@ -67,7 +72,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return flag.ErrHelp
 	}
 	cmd, args := args[0], args[1:]
-	if (cmd == "merchant" || cmd == "apikey" || cmd == "keys" || cmd == "payouts" || cmd == "dev" && len(args) > 0 && (args[0] == "pay" || args[0] == "latency")) && len(args) > 0 {
+	if (cmd == "merchant" || cmd == "apikey" || cmd == "keys" || cmd == "payouts" || cmd == "webhook" || cmd == "dev" && len(args) > 0 && (args[0] == "pay" || args[0] == "latency")) && len(args) > 0 {
 		cmd, args = cmd+" "+args[0], args[1:]
 	}
 	switch cmd {
@@ -81,6 +86,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdIndexer(ctx, args, stderr)
 	case "delivery":
 		return cmdDelivery(ctx, args, stdout, stderr)
+	case "dispatcher":
+		return cmdDispatcher(ctx, args, stderr)
+	case "webhook add":
+		return cmdWebhookAdd(ctx, args, stdout, stderr)
+	case "webhook list":
+		return cmdWebhookList(ctx, args, stdout, stderr)
+	case "webhook rm":
+		return cmdWebhookRm(ctx, args, stdout, stderr)
 	case "dev":
 		return cmdDev(ctx, args, stdout, stderr)
 	case "dev pay":

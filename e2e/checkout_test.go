@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,75 +16,28 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 
 	"github.com/settle-dev/settle/internal/anvil"
+	"github.com/settle-dev/settle/internal/browsertest"
 )
 
-// browser is a headless Chromium for one test, with everything the page
-// reported that a strict page must never report: CSP violations and
-// uncaught exceptions.
+// browser is a headless Chromium (internal/browsertest) for one test; the
+// test fails at its end if the page ever reported a CSP violation or an
+// uncaught exception.
 type browser struct {
-	t        *testing.T
-	ctx      context.Context
-	mu       sync.Mutex
-	problems []string
+	t   *testing.T
+	ctx context.Context
+	*browsertest.Browser
 }
 
 func newBrowser(t *testing.T) *browser {
 	t.Helper()
-	bin := os.Getenv("SETTLE_CHROMIUM")
-	if bin == "" {
-		bin = "/usr/bin/chromium"
-	}
-	if _, err := os.Stat(bin); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("no browser at %s (make test installs Debian's chromium): %v", bin, err)
-		}
-		t.Skipf("no browser at %s: %v", bin, err)
-	}
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(bin), chromedp.NoSandbox,
-		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-component-update", true),
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(390, 844))
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelC := chromedp.NewContext(actx)
-	ctx, cancelT := context.WithTimeout(ctx, 4*time.Minute)
-	t.Cleanup(func() { cancelT(); cancelC(); cancelA() })
-	b := &browser{t: t, ctx: ctx}
-	// The browser starts with the first action; messages from then on are
-	// kept.
-	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatal(err)
-	}
-	messages := chromedp.Console(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for m, err := range messages {
-			if err != nil {
-				return
-			}
-			if m.Type == chromedp.ConsoleException || m.Type == chromedp.ConsoleError || strings.Contains(m.Text, "Content Security Policy") {
-				b.mu.Lock()
-				b.problems = append(b.problems, string(m.Type)+": "+m.Text)
-				b.mu.Unlock()
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		cancelT()
-		<-done
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		for _, p := range b.problems {
-			t.Errorf("the page reported %s", p)
-		}
-	})
-	return b
+	bt := browsertest.New(t, browsertest.WithTimeout(4*time.Minute))
+	t.Cleanup(func() { bt.RequireClean(t) })
+	return &browser{t: t, ctx: bt.Context(), Browser: bt}
 }
 
 func (b *browser) run(actions ...chromedp.Action[chromedp.Void]) {
 	b.t.Helper()
-	if err := chromedp.Do(b.ctx, actions...); err != nil {
-		b.t.Fatal(err)
-	}
+	b.Do(b.t, actions...)
 }
 
 // waitText waits until the element sel shows up (the page reloads itself
@@ -107,19 +59,11 @@ func (b *browser) waitText(sel string, within time.Duration) string {
 	return s
 }
 
-// screenshot saves the page as name.png (quality 100 is PNG) under SETTLE_SCREENSHOTS (make
+// screenshot saves the page as name.png under SETTLE_SCREENSHOTS (make
 // screenshots), and does nothing otherwise.
 func (b *browser) screenshot(name string) {
-	dir := os.Getenv("SETTLE_SCREENSHOTS")
-	if dir == "" {
-		return
-	}
-	png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	if err = os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
-		b.t.Fatal(err)
+	if dir := os.Getenv("SETTLE_SCREENSHOTS"); dir != "" {
+		b.Screenshot(b.t, filepath.Join(dir, name+".png"))
 	}
 }
 

@@ -14,7 +14,7 @@ WITH_SERVICES := eval "$$($(SERVICES) env)" &&
 # deadline exceeded" and no failing input (golang/go#51484, #75804).
 FUZZTIME ?= 50000x
 
-.PHONY: all build dev dev-clean test test-go test-faults fuzz bench bench-api bench-indexer contracts lint fmt services services-down clean screenshots
+.PHONY: all build dev dev-clean test test-go test-faults fuzz bench bench-api bench-indexer bench-webhook contracts lint fmt services services-down clean screenshots
 
 all: build
 
@@ -72,7 +72,12 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzUint256Decimal$$' -fuzztime=$(FUZZTIME) ./indexer/evm
 
 ## bench: every benchmark; figures are printed, nothing fails on timing
-bench: bench-api bench-indexer
+bench: bench-api bench-indexer bench-webhook
+
+## bench-webhook: event latency (outbox insert → received, p50/p99) and dispatcher throughput (events/s) against a local HTTPS receiver
+bench-webhook: services
+	$(WITH_SERVICES) $(GO) test -run='^$$' -bench='^BenchmarkEventLatency$$' -benchtime=300x ./webhook
+	$(WITH_SERVICES) $(GO) test -run='^$$' -bench='^BenchmarkDispatcherThroughput$$' -benchtime=10000x ./webhook
 
 bench-api: services
 	$(WITH_SERVICES) $(GO) test -run='^$$' -bench='^Benchmark(Sessions|Payments)API$$' -benchtime=5s ./api

@@ -70,7 +70,7 @@ type receiver struct {
 	answer func(n int, w http.ResponseWriter, r *http.Request)
 }
 
-func newReceiver(t *testing.T) *receiver {
+func newReceiver(t testing.TB) *receiver {
 	rc := &receiver{}
 	rc.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -125,7 +125,7 @@ func (rc *receiver) verify(body []byte, h http.Header) error {
 // bundle is a migrated database with a merchant, a receiver and its
 // endpoint.
 type bundle struct {
-	t        *testing.T
+	t        testing.TB
 	ctx      context.Context
 	pg       *pgxpool.Pool
 	pgURL    string
@@ -136,7 +136,7 @@ type bundle struct {
 	endpoint *Endpoint
 }
 
-func setup(t *testing.T) *bundle {
+func setup(t testing.TB) *bundle {
 	t.Helper()
 	db := dbtest.Migrated(t)
 	b := &bundle{t: t, ctx: t.Context(), pg: db.PG, pgURL: db.PostgresURL, clock: newFakeClock(), rc: newReceiver(t)}

@@ -14,7 +14,7 @@ WITH_SERVICES := eval "$$($(SERVICES) env)" &&
 # deadline exceeded" and no failing input (golang/go#51484, #75804).
 FUZZTIME ?= 50000x
 
-.PHONY: all build dev dev-clean test test-go test-faults fuzz bench bench-api bench-indexer bench-webhook contracts lint fmt services services-down clean screenshots
+.PHONY: all build dev dev-clean test test-go test-faults fuzz bench bench-api bench-indexer bench-webhook bench-events contracts lint fmt services services-down clean screenshots
 
 all: build
 
@@ -72,7 +72,11 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzUint256Decimal$$' -fuzztime=$(FUZZTIME) ./indexer/evm
 
 ## bench: every benchmark; figures are printed, nothing fails on timing
-bench: bench-api bench-indexer bench-webhook
+bench: bench-api bench-indexer bench-webhook bench-events
+
+## bench-events: the event log's write cost and GET /v1/events's query at 1,000 and 1,000,000 events (SETTLE_BENCH_EVENTS=10000000 for 10M)
+bench-events: services
+	$(WITH_SERVICES) $(GO) test -run='^$$' -bench='^Benchmark(EventWrite|ListEvents)$$' -benchtime=300x -timeout=60m ./internal/store
 
 ## bench-webhook: event latency (outbox insert → received, p50/p99) and dispatcher throughput (events/s) against a local HTTPS receiver
 bench-webhook: services

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/big"
 	"strconv"
 	"strings"
@@ -143,12 +144,17 @@ func (r exceptionRef) id() string {
 	return fmt.Sprintf("exc_%d", r.num)
 }
 
-// exceptionsSQL is every item of merchant $1, one row each, with the
-// columns scanException reads plus the keyset (created_at, src, num).
+// ledgerItems and payoutItems select merchant $1's items of each kind,
+// one row each, with the columns scanException reads plus the keyset
+// (created_at, src, num). A list runs each as its own ordered, limited
+// scan of an index (ledger_entries_exceptions_idx, payouts_parked_idx) and
+// merges the two, so a page costs the same however many exceptions the
+// merchant has.
+//
 // Ledger exceptions: entries of kind exception not removed by a reorg.
 // Payouts: those in needs_attention (open unless the merchant resolved
 // them) and those an operator abandoned (resolved, by the operator).
-const exceptionsSQL = `
+const ledgerItems = `
 SELECT 0 AS src, e.id AS num, e.reason, e.session_id, coalesce(s.payment_id, '') AS payment_id, e.chain_id, e.token, e.symbol,
        e.decimals, e.amount::text AS amount, e.from_address, e.to_address, e.tx_hash, e.log_index, e.block_number,
        e.recorded_at AS created_at, coalesce(r.status, 'open') AS status, r.action, coalesce(r.note, '') AS note, r.created_at AS resolved_at,
@@ -160,15 +166,20 @@ LEFT JOIN exception_resolutions r ON r.ledger_entry_id = e.id
 LEFT JOIN payouts rp ON rp.id = r.refund_payout_id
 WHERE e.kind = 'exception' AND e.merchant_id = $1
   AND NOT EXISTS (SELECT 1 FROM ledger_entries u WHERE u.entry_id = 'unapply:' || substr(e.entry_id, length('exception:') + 1)
-                  AND e.entry_id LIKE 'exception:%')
-UNION ALL
-SELECT 1, p.id, 'needs_attention', p.session_id, coalesce(s.payment_id, ''), p.chain_id, p.token, '',
-       0::smallint, p.amount::text, coalesce(p.from_address, ''), p.to_address, coalesce(p.tx_hash, ''), 0, coalesce(p.receipt_block_number, 0),
-       p.created_at, CASE WHEN r.id IS NOT NULL THEN r.status WHEN p.status = 'abandoned' THEN 'resolved' ELSE 'open' END,
-       CASE WHEN r.id IS NOT NULL THEN r.action WHEN p.status = 'abandoned' THEN 'resolve' END,
-       CASE WHEN r.id IS NOT NULL THEN r.note WHEN p.status = 'abandoned' THEN 'Taken out of the executor''s hands by an operator: settled by hand.' ELSE '' END,
-       coalesce(r.created_at, ab.recorded_at, CASE WHEN p.status = 'abandoned' THEN p.created_at END),
-       coalesce(r.api_key_id, ''), 0, ''
+                  AND e.entry_id LIKE 'exception:%')`
+
+// payoutStatus is a payout item's status.
+const payoutStatus = `CASE WHEN r.id IS NOT NULL THEN r.status WHEN p.status = 'abandoned' THEN 'resolved' ELSE 'open' END`
+
+const payoutItems = `
+SELECT 1 AS src, p.id AS num, 'needs_attention' AS reason, p.session_id, coalesce(s.payment_id, '') AS payment_id, p.chain_id, p.token, '' AS symbol,
+       0::smallint AS decimals, p.amount::text AS amount, coalesce(p.from_address, '') AS from_address, p.to_address,
+       coalesce(p.tx_hash, '') AS tx_hash, 0 AS log_index, coalesce(p.receipt_block_number, 0) AS block_number,
+       p.created_at, ` + payoutStatus + ` AS status,
+       CASE WHEN r.id IS NOT NULL THEN r.action WHEN p.status = 'abandoned' THEN 'resolve' END AS action,
+       CASE WHEN r.id IS NOT NULL THEN r.note WHEN p.status = 'abandoned' THEN 'Taken out of the executor''s hands by an operator: settled by hand.' ELSE '' END AS note,
+       coalesce(r.created_at, ab.recorded_at, CASE WHEN p.status = 'abandoned' THEN p.created_at END) AS resolved_at,
+       coalesce(r.api_key_id, '') AS api_key_id, 0::bigint AS refund_payout_id, '' AS resolution_tx
 FROM payouts p
 JOIN sessions s ON s.id = p.session_id
 LEFT JOIN exception_resolutions r ON r.payout_id = p.id
@@ -218,23 +229,51 @@ func scanException(row pgx.Row) (*Exception, error) {
 // starting after cursor.
 func (s *Store) ListExceptions(ctx context.Context, merchantID string, f ExceptionFilter, after ExceptionCursor, limit int) ([]*Exception, error) {
 	args := []any{merchantID}
-	where := []string{"true"}
-	if f.Status != "" {
-		args = append(args, f.Status)
-		where = append(where, fmt.Sprintf("status = $%d", len(args)))
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
 	}
-	if f.Reason != "" {
-		args = append(args, f.Reason)
-		where = append(where, fmt.Sprintf("reason = $%d", len(args)))
+	// A literal, not a parameter: a generic plan that does not know the
+	// limit may sort the merchant's whole list instead of walking an
+	// index for one page.
+	lim := strconv.Itoa(max(1, limit))
+	var parts []string
+	if f.Reason != ReasonNeedsAttention {
+		q := ledgerItems
+		if f.Reason != "" {
+			q += " AND e.reason = " + arg(f.Reason)
+		}
+		if f.Status != "" {
+			q += " AND coalesce(r.status, 'open') = " + arg(f.Status)
+		}
+		if after.ok {
+			// (created_at, src, num) < cursor, for src 0: a payout
+			// cursor (src 1) admits every entry of its instant.
+			num := after.num
+			if after.src == 1 {
+				num = math.MaxInt64
+			}
+			q += fmt.Sprintf(" AND (e.recorded_at, e.id) < (%s, %s)", arg(after.at), arg(num))
+		}
+		parts = append(parts, "("+q+" ORDER BY e.recorded_at DESC, e.id DESC LIMIT "+lim+")")
 	}
-	if after.ok {
-		args = append(args, after.at, after.src, after.num)
-		n := len(args)
-		where = append(where, fmt.Sprintf("(created_at, src, num) < ($%d, $%d, $%d)", n-2, n-1, n))
+	if f.Reason == "" || f.Reason == ReasonNeedsAttention {
+		q := payoutItems
+		if f.Status != "" {
+			q += " AND " + payoutStatus + " = " + arg(f.Status)
+		}
+		if after.ok {
+			// The same for src 1: a ledger cursor (src 0) admits no
+			// payout of its instant (ids are positive).
+			num := after.num
+			if after.src == 0 {
+				num = 0
+			}
+			q += fmt.Sprintf(" AND (p.created_at, p.id) < (%s, %s)", arg(after.at), arg(num))
+		}
+		parts = append(parts, "("+q+" ORDER BY p.created_at DESC, p.id DESC LIMIT "+lim+")")
 	}
-	args = append(args, limit)
-	q := `SELECT ` + exceptionColumns + ` FROM (` + exceptionsSQL + `) x WHERE ` + strings.Join(where, " AND ") +
-		fmt.Sprintf(` ORDER BY created_at DESC, src DESC, num DESC LIMIT $%d`, len(args))
+	q := `SELECT ` + exceptionColumns + ` FROM (` + strings.Join(parts, " UNION ALL ") + `) x ORDER BY created_at DESC, src DESC, num DESC LIMIT ` + lim
 	rows, err := s.db(ctx).Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("listing exceptions: %w", err)
@@ -277,8 +316,11 @@ func (s *Store) getException(ctx context.Context, db dbtx, merchantID, id string
 	if err != nil {
 		return nil, ref, err
 	}
-	q := `SELECT ` + exceptionColumns + ` FROM (` + exceptionsSQL + `) x WHERE src = $2 AND num = $3`
-	e, err := scanException(db.QueryRow(ctx, q, merchantID, ref.src, ref.num))
+	q := `SELECT ` + exceptionColumns + ` FROM (` + ledgerItems + ` AND e.id = $2) x`
+	if ref.src == 1 {
+		q = `SELECT ` + exceptionColumns + ` FROM (` + payoutItems + ` AND p.id = $2) x`
+	}
+	e, err := scanException(db.QueryRow(ctx, q, merchantID, ref.num))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ref, ErrNotFound
 	}

@@ -72,7 +72,11 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzUint256Decimal$$' -fuzztime=$(FUZZTIME) ./indexer/evm
 
 ## bench: every benchmark; figures are printed, nothing fails on timing
-bench: bench-api bench-indexer bench-webhook bench-events
+bench: bench-api bench-indexer bench-webhook bench-events bench-exceptions
+
+## bench-exceptions: a page of GET /v1/exceptions's query at 1,000 and 1,000,000 exceptions (SETTLE_BENCH_EXCEPTIONS for another size)
+bench-exceptions: services
+	$(WITH_SERVICES) $(GO) test -run='^$$' -bench='^BenchmarkListExceptions$$' -benchtime=2s -timeout=30m ./internal/store
 
 ## bench-events: the event log's write cost and GET /v1/events's query at 1,000 and 1,000,000 events (SETTLE_BENCH_EVENTS=10000000 for 10M)
 bench-events: services

@@ -329,6 +329,20 @@ func TestExceptionRefund(t *testing.T) {
 	if n := in.count(`SELECT count(*) FROM payouts`); n != 1 {
 		t.Errorf("%d payouts, want 1", n)
 	}
+	// With an Idempotency-Key, a retried request replays the first
+	// answer and acts once (the action runs inside the key's
+	// transaction).
+	tx2 := in.deposit(rc, baseUSDC, 700_000, in.expiresAt(sid).Add(2*time.Minute), true)
+	id2 := in.exceptionOf(tx2)
+	hdr := append(in.bearer(in.key), "Idempotency-Key", "refund-"+id2)
+	first := in.do("POST", "/v1/exceptions/"+id2+"/refund", map[string]any{"address": dest}, hdr...)
+	again := in.do("POST", "/v1/exceptions/"+id2+"/refund", map[string]any{"address": dest}, hdr...)
+	if first.Status != 200 || again.Raw != first.Raw {
+		t.Errorf("idempotent refund: %d %s, then %d %s", first.Status, first.Raw, again.Status, again.Raw)
+	}
+	if n := in.count(`SELECT count(*) FROM payouts WHERE amount = 700000`); n != 1 {
+		t.Errorf("%d payouts for the idempotent refund, want 1", n)
+	}
 	// The audit entry reaches ClickHouse's ledger_operator.
 	if _, err := in.rec.CopyLedger(ctx); err != nil {
 		t.Fatal(err)

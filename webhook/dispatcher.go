@@ -376,7 +376,10 @@ func (d *Dispatcher) record(ctx context.Context, j job, r result) error {
 	if r.err != "" {
 		errText = &r.err
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO webhook_attempts (delivery_id, endpoint_id, at, status_code, latency_ms, error) VALUES ($1, $2, $3, $4, $5, $6)`,
+	// The endpoint may have been deleted (with its deliveries) during the
+	// POST; then there is nothing to record.
+	if _, err := tx.Exec(ctx, `INSERT INTO webhook_attempts (delivery_id, endpoint_id, at, status_code, latency_ms, error)
+		SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM webhook_deliveries WHERE id = $1 FOR KEY SHARE)`,
 		j.id, j.endpointID, now, status, int(r.latency.Milliseconds()), errText); err != nil {
 		return fmt.Errorf("inserting attempt: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -333,6 +334,9 @@ func TestTestEventAndReplay(t *testing.T) {
 			t.Errorf("replayed message id %q, want %q", m.id, ev)
 		}
 	}
+	if n, err := b.st.Replay(b.ctx, b.merchant, id, ""); err != nil || n != 1 {
+		t.Errorf("replaying the test event to all: %d deliveries, %v; want 1 (its own endpoint)", n, err)
+	}
 	if _, err := b.st.Replay(b.ctx, "mer_other", ev, ""); err != ErrNotFound {
 		t.Errorf("another merchant's replay: %v, want ErrNotFound", err)
 	}
@@ -384,4 +388,38 @@ func TestTwoDispatchersNeverDoubleClaim(t *testing.T) {
 	if got := len(b.rc.messages()); got != want {
 		t.Errorf("receiver got %d messages, want exactly %d", got, want)
 	}
+}
+
+// TestDeleteDuringAttempt: an endpoint deleted while its POST is in flight
+// leaves nothing to record, and no error.
+func TestDeleteDuringAttempt(t *testing.T) {
+	b := setup(t)
+	var logs strings.Builder
+	var mu sync.Mutex
+	d := b.dispatcher(func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))
+	})
+	b.rc.answer = func(n int, w http.ResponseWriter, r *http.Request) {
+		if err := b.st.DeleteEndpoint(context.Background(), b.merchant, b.endpoint.ID); err != nil {
+			t.Error(err)
+		}
+	}
+	b.event("A", 1, "session.processing")
+	b.step(d)
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Contains(logs.String(), "recording webhook attempt failed") {
+		t.Errorf("recording failed: %s", logs.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *strings.Builder
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

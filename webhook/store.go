@@ -329,7 +329,8 @@ func (s *Store) SendTest(ctx context.Context, merchantID, id string) (string, er
 }
 
 // Replay sends an event again: to endpointID, or (empty) to every enabled
-// endpoint of the merchant whose filter takes it. A delivery that exists
+// endpoint of the merchant whose filter takes it (a test event: its own
+// endpoint). A delivery that exists
 // starts over (pending, due now, a new retry window); the earlier
 // attempts stay listed. It returns how many deliveries were queued.
 func (s *Store) Replay(ctx context.Context, merchantID, eventID, endpointID string) (int, error) {
@@ -356,7 +357,9 @@ func (s *Store) Replay(ctx context.Context, merchantID, eventID, endpointID stri
 		SELECT o.id, o.event_id, e.id, o.subject_id, o.sequence, $4, $4
 		FROM outbox o JOIN webhook_endpoints e ON e.merchant_id = o.merchant_id AND e.enabled
 		WHERE o.event_id = $1 AND o.merchant_id = $2
-		  AND (e.id = $3 OR $3 = '' AND (cardinality(e.events) = 0 OR o.topic = ANY (e.events)))
+		  AND (e.id = $3 OR $3 = '' AND (cardinality(e.events) = 0 OR o.topic = ANY (e.events))
+			-- A test event is only ever its own endpoint's.
+			AND (NOT o.is_test OR e.id = o.subject_id))
 		ON CONFLICT (event_id, endpoint_id) DO UPDATE SET status = 'pending', attempts = 0,
 			next_attempt_at = EXCLUDED.next_attempt_at, created_at = EXCLUDED.created_at,
 			claimed_until = NULL, claim_token = NULL, finished_at = NULL, last_error = NULL`

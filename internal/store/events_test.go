@@ -286,3 +286,66 @@ func TestListEvents(t *testing.T) {
 		t.Errorf("GetEvent: %+v, %v", e, err)
 	}
 }
+
+// Paging while events are written neither skips nor repeats an event that
+// existed when paging began: the key (created_at, id) never changes. New
+// events land before the first page, or, written with a clock behind the
+// others, further down, where a later page picks them up exactly once.
+// The writes are interleaved with the pages deterministically.
+func TestListEventsUnderConcurrentInserts(t *testing.T) {
+	f := newEventsFixture(t)
+	m := f.merchant()
+	for range 30 {
+		f.session(m, "")
+	}
+	before := map[string]bool{}
+	for _, e := range f.events(m, "") {
+		before[e.ID] = true
+	}
+	var behind []string // events written with an old clock while paging
+	seen := map[string]int{}
+	after := ""
+	for pages := 0; ; pages++ {
+		page, err := f.st.ListEvents(f.ctx, store.EventQuery{MerchantID: m, StartingAfter: after, Limit: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range page {
+			seen[e.ID]++
+		}
+		if len(page) < 4 {
+			break
+		}
+		after = page[len(page)-1].ID
+		// Between pages: a session created now (newer than every page)
+		// and a payment method set with a clock behind every event so far.
+		ss := f.session(m, "")
+		at := f.now.Add(-30*time.Minute - time.Duration(pages)*time.Second)
+		if _, _, err := f.st.SetReceiverPaymentMethod(f.ctx, ss.ID, "evm", "evm", derive, at); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range f.events(m, ss.ID) {
+			if e.Type == store.EventSessionWaitingPayment {
+				behind = append(behind, e.ID)
+			}
+		}
+	}
+	for id, n := range seen {
+		if n > 1 {
+			t.Errorf("event %s on %d pages", id, n)
+		}
+	}
+	for id := range before {
+		if seen[id] != 1 {
+			t.Errorf("event %s, there before paging began, was skipped", id)
+		}
+	}
+	for _, id := range behind {
+		if seen[id] != 1 {
+			t.Errorf("event %s (%d of %d), written behind the cursor while paging, seen %d times, want once", id, slices.Index(behind, id), len(behind), seen[id])
+		}
+	}
+	if len(behind) < 5 {
+		t.Fatalf("only %d writes interleaved", len(behind))
+	}
+}

@@ -1,6 +1,6 @@
 // Package store is settle's Postgres access: merchants and API keys,
 // sessions, payment methods and receivers. Every change a merchant can
-// observe writes its outbox row in the same transaction.
+// observe writes its event (RecordEvent, events.go) in the same transaction.
 package store
 
 import (

@@ -248,3 +248,33 @@ func TestEventsList(t *testing.T) {
 		t.Errorf("with Api-Key: %d events, want the same %d", len(got), len(all))
 	}
 }
+
+// A create replayed through its Idempotency-Key is one session and one
+// event; so is a payment method set twice with the same type. The event
+// commits with the request's stored response, in its transaction.
+func TestEventsOncePerChange(t *testing.T) {
+	b := setup(t, withEvents)
+	auth := b.bearer(b.key)
+	var id, secret string
+	for range 3 {
+		r := b.do("POST", "/v1/sessions", validCreate(), append([]string{"Idempotency-Key", "once"}, auth...)...)
+		if r.Status != 201 {
+			t.Fatalf("create: %d %s", r.Status, r.Raw)
+		}
+		s := r.Body["session"].(map[string]any)
+		id, secret = s["sessionId"].(string), s["clientSecret"].(string)
+	}
+	for range 3 {
+		pm := b.do("POST", "/v1/sessions/"+id+"/paymentMethods", map[string]any{"clientSecret": secret, "paymentMethod": map[string]any{"type": "evm"}})
+		if pm.Status != 200 {
+			t.Fatalf("payment method: %d %s", pm.Status, pm.Raw)
+		}
+	}
+	evs := b.eventPages(t, "", 100, auth)
+	if len(evs) != 2 || evs[0]["type"] != store.EventSessionWaitingPayment || evs[1]["type"] != store.EventSessionCreated {
+		t.Fatalf("events %v, want session.created and one session.waiting_payment", evs)
+	}
+	if evs[0]["sequence"] != float64(2) || evs[1]["sequence"] != float64(1) {
+		t.Errorf("sequences %v, %v; want 2, 1", evs[0]["sequence"], evs[1]["sequence"])
+	}
+}

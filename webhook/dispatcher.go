@@ -130,7 +130,15 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		for _, j := range jobs {
 			sem <- struct{}{}
 			wg.Go(func() {
-				defer func() { <-sem; done <- struct{}{} }()
+				defer func() {
+					<-sem
+					// A wake-up, not a count: never block on it (a
+					// busy loop may not drain it before shutdown).
+					select {
+					case done <- struct{}{}:
+					default:
+					}
+				}()
 				d.attempt(ctx, j)
 			})
 		}

@@ -143,9 +143,10 @@ func (s *Store) CreateEndpoint(ctx context.Context, merchantID, rawURL string, e
 	}
 	defer tx.Rollback(ctx)
 	// The merchant row lock serializes creates, so the limit holds under
-	// concurrent requests.
+	// concurrent requests. NO KEY UPDATE: it does not wait for (or block)
+	// the key-share locks that inserting the merchant's sessions takes.
 	var n int
-	const lock = `SELECT (SELECT count(*) FROM webhook_endpoints WHERE merchant_id = m.id) FROM merchants m WHERE m.id = $1 FOR UPDATE`
+	const lock = `SELECT (SELECT count(*) FROM webhook_endpoints WHERE merchant_id = m.id) FROM merchants m WHERE m.id = $1 FOR NO KEY UPDATE`
 	if err := tx.QueryRow(ctx, lock, merchantID).Scan(&n); errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("merchant %s: %w", merchantID, ErrNotFound)
 	} else if err != nil {
@@ -287,8 +288,9 @@ func (s *Store) SendTest(ctx context.Context, merchantID, id string) (string, er
 	defer tx.Rollback(ctx)
 	var url string
 	var enabled bool
-	// The endpoint row lock orders concurrent tests' sequences.
-	err = tx.QueryRow(ctx, `SELECT url, enabled FROM webhook_endpoints WHERE id = $1 AND merchant_id = $2 FOR UPDATE`, id, merchantID).Scan(&url, &enabled)
+	// The endpoint row lock orders concurrent tests' sequences (NO KEY
+	// UPDATE leaves the fan-out's key-share locks alone).
+	err = tx.QueryRow(ctx, `SELECT url, enabled FROM webhook_endpoints WHERE id = $1 AND merchant_id = $2 FOR NO KEY UPDATE`, id, merchantID).Scan(&url, &enabled)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", ErrNotFound
 	}

@@ -14,6 +14,7 @@ import (
 	"slices"
 
 	"github.com/settle-dev/settle/internal/store"
+	"github.com/settle-dev/settle/webhook"
 )
 
 // EventStore is what the event log's endpoints need from Postgres
@@ -24,10 +25,6 @@ type EventStore interface {
 	ListEvents(ctx context.Context, q store.EventQuery) ([]store.Event, error)
 	GetEvent(ctx context.Context, merchantID, eventID string) (*store.Event, error)
 }
-
-// testEventType is the type of the events POST /v1/webhooks/{id}/test
-// writes (webhook.TestEventType); they are in the log too.
-const testEventType = "webhook.test"
 
 // maxSubjectLen bounds the subject filter: session ids are 32 characters,
 // payment ids at most 44.
@@ -82,7 +79,8 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
 			return validationf("type", "invalid_value", "type may be given once.")
 		}
 		eq.Type = q.Get("type")
-		if eq.Type != testEventType && !slices.Contains(store.EventTypes, eq.Type) {
+		// The test events of POST /v1/webhooks/{id}/test are in the log too.
+		if eq.Type != webhook.TestEventType && !slices.Contains(store.EventTypes, eq.Type) {
 			return validationf("type", "invalid_event_type", "type must be one of the event types (README, \"Events\").")
 		}
 	}

@@ -203,8 +203,10 @@ func TestEventsList(t *testing.T) {
 	if got := b.eventPages(t, "&type=session.created&subject="+ids[2], 10, auth); len(got) != 1 || dataOf(got[0], "object").(map[string]any)["sessionId"] != ids[2] {
 		t.Errorf("subject filter: %v", got)
 	}
-	if got := b.eventPages(t, "&type=session.expired", 10, auth); len(got) != 0 {
-		t.Errorf("type filter: %v", got)
+	for _, typ := range []string{"session.expired", "webhook.test"} {
+		if got := b.eventPages(t, "&type="+typ, 10, auth); len(got) != 0 {
+			t.Errorf("type filter %s: %v", typ, got)
+		}
 	}
 
 	// Merchant B sees only its own; A's ids are unknown to it.

@@ -301,3 +301,53 @@ func TestListPaymentsEndpoint(t *testing.T) {
 		t.Errorf("unpaid after expiry: %v", got)
 	}
 }
+
+// A client paging through GET /v1/sessions while other requests create
+// sessions sees every session that existed when it began exactly once.
+// The clock stands still, so every new session ties on createdAt with the
+// existing ones and its random id lands before and after the cursor alike.
+func TestListSessionsEndpointConcurrentCreates(t *testing.T) {
+	b := setup(t)
+	existing := map[string]bool{}
+	for range 60 {
+		id, _ := b.create(b.key)
+		existing[id] = true
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int)
+	go func() {
+		n := 0
+		for ctx.Err() == nil {
+			req, _ := http.NewRequestWithContext(ctx, "POST", b.url+"/v1/sessions", strings.NewReader(compact(t, validCreate())))
+			req.Header.Set("Authorization", "Bearer "+b.key)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				break // cancelled
+			}
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusCreated {
+				n++
+			}
+		}
+		done <- n
+	}()
+	seen := map[string]int{}
+	for _, o := range b.listAll(t, "/v1/sessions", 1, b.bearer(b.key)) {
+		seen[o["sessionId"].(string)]++
+	}
+	cancel()
+	created := <-done
+	for id := range existing {
+		if seen[id] != 1 {
+			t.Errorf("existing session %s listed %d times", id, seen[id])
+		}
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Errorf("session %s listed %d times", id, n)
+		}
+	}
+	t.Logf("%d sessions created while paging; %d listed", created, len(seen))
+}

@@ -1,6 +1,7 @@
 package reconciler
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -114,5 +115,61 @@ func TestExceptionRefundConfirmed(t *testing.T) {
 	}
 	if got := h.payouts(id); got["refund"] != units(4, 6).String() {
 		t.Fatalf("payouts %v, want the bounce of the 4 USDC credited", got)
+	}
+}
+
+// An exception a reorg removed is not money settle holds: it leaves the
+// inbox, and no action reaches it; when its block comes back, the
+// deposit is a new item (a new application, a new entry) that can be
+// acted on once final.
+func TestReorgedExceptionLeavesTheInbox(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	_, rc := h.session(sessionOpts{amount: units(10, 6), expires: h.blockTime(5)})
+	late := xfer{token: usdc, from: payer, to: rc, amount: units(3, 6), tx: "0x" + strings.Repeat("d", 64)}
+	h.block(6, "0xa6", late)
+	h.step()
+	list := func() []string {
+		t.Helper()
+		rows, err := h.st.ListExceptions(h.ctx, h.merchant, store.ExceptionFilter{}, store.ExceptionCursor{}, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, e := range rows {
+			ids = append(ids, e.ID)
+		}
+		return ids
+	}
+	first := list()
+	if len(first) != 1 {
+		t.Fatalf("inbox %v, want the late deposit", first)
+	}
+	// Not final yet: it cannot be refunded.
+	var c *store.ExceptionConflict
+	if _, err := h.st.RefundException(h.ctx, h.action(first[0]), "0x00000000000000000000000000000000000000dd"); !errors.As(err, &c) || c.Code != "deposit_not_final" {
+		t.Fatalf("refund of an unfinal deposit: %v, want deposit_not_final", err)
+	}
+	h.orphan(6, "0xa6", late)
+	h.block(6, "0xb6")
+	h.step()
+	if got := list(); len(got) != 0 {
+		t.Fatalf("inbox after the reorg %v, want empty", got)
+	}
+	if _, err := h.st.RefundException(h.ctx, h.action(first[0]), "0x00000000000000000000000000000000000000dd"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("refund of a reorged exception: %v, want not found", err)
+	}
+	// A comes back and is final: a new item, refundable.
+	h.orphan(6, "0xb6")
+	h.block(6, "0xa6", late)
+	h.block(7, "0xa7")
+	h.block(8, "0xa8")
+	h.step()
+	again := list()
+	if len(again) != 1 || again[0] == first[0] {
+		t.Fatalf("inbox after the block came back %v, want one new item (not %s)", again, first[0])
+	}
+	if _, err := h.st.RefundException(h.ctx, h.action(again[0]), "0x00000000000000000000000000000000000000dd"); err != nil {
+		t.Fatalf("refund of the revived deposit: %v", err)
 	}
 }

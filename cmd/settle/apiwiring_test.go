@@ -155,6 +155,11 @@ func TestAPIMetricsOwnListener(t *testing.T) {
 	if code, body := get("http://" + apiAddr.String() + "/metrics"); code != 404 || !strings.Contains(body, `"not_found"`) {
 		t.Errorf("public listener GET /metrics: %d %q, want 404 not_found", code, body)
 	}
+	// settle api serves the exceptions inbox (it answers for the API key,
+	// where an unwired route would be a 404).
+	if code, body := get("http://" + apiAddr.String() + "/v1/exceptions"); code != 401 || !strings.Contains(body, `"missing_api_key"`) {
+		t.Errorf("GET /v1/exceptions: %d %q, want 401 missing_api_key", code, body)
+	}
 	code, body := get("http://" + metricsAddr.String() + "/metrics")
 	if code != 200 {
 		t.Fatalf("metrics listener: %d", code)

@@ -75,6 +75,7 @@ type dedupe struct {
 // receiver's dedupe by webhook-id leaves exactly the set of events, each
 // subject's first in sequence order.
 func TestCrashSafety(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	ca := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: b.rc.srv.Certificate().Raw}), 0o600); err != nil {

@@ -15,6 +15,7 @@ import (
 )
 
 func TestDeliverSignedEvent(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	d := b.dispatcher(nil)
 	filtered := b.addEndpoint(b.rc.URL()+"?only=succeeded", "session.succeeded")
@@ -72,6 +73,7 @@ func TestDeliverSignedEvent(t *testing.T) {
 }
 
 func TestRotatedSecretSignsWithBoth(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	d := b.dispatcher(nil)
 	old := b.endpoint.Secret
@@ -108,6 +110,7 @@ func TestRotatedSecretSignsWithBoth(t *testing.T) {
 // TestRetriesAcrossFailures: a 5xx, a timeout and a connection reset are
 // each retried after a backoff (on the fake clock), then a 2xx ends it.
 func TestRetriesAcrossFailures(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	d := b.dispatcher(func(c *Config) { c.Timeout = 300 * time.Millisecond })
 	b.rc.answer = func(n int, w http.ResponseWriter, r *http.Request) {
@@ -168,6 +171,7 @@ func TestRetriesAcrossFailures(t *testing.T) {
 }
 
 func TestBackoffBounds(t *testing.T) {
+	t.Parallel()
 	bo := DefaultBackoff
 	for _, tc := range []struct {
 		n    int
@@ -197,6 +201,7 @@ func TestBackoffBounds(t *testing.T) {
 // TestOrderPerSubject: a later event of a subject waits while an earlier
 // one is pending to the same endpoint; other subjects do not wait.
 func TestOrderPerSubject(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	d := b.dispatcher(nil)
 	a1 := b.event("A", 1, "session.processing")
@@ -245,6 +250,7 @@ func TestOrderPerSubject(t *testing.T) {
 // later event of the same subject is then no longer blocked (it fails with
 // the endpoint). An endpoint that succeeded meanwhile is not disabled.
 func TestDisableAfterRetryWindow(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	d := b.dispatcher(nil)
 	healthy := b.addEndpoint(b.rc.URL() + "?healthy=1")
@@ -298,6 +304,7 @@ func TestDisableAfterRetryWindow(t *testing.T) {
 // TestTestEventAndReplay: the test event goes to its endpoint only, with
 // isTestEvent; a replay sends an event again with the same webhook-id.
 func TestTestEventAndReplay(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	d := b.dispatcher(nil)
 	other := b.addEndpoint(b.rc.URL() + "?other=1")
@@ -347,6 +354,7 @@ func TestTestEventAndReplay(t *testing.T) {
 // share the work without sending any delivery twice (a live lease is never
 // taken over; SKIP LOCKED keeps claims apart).
 func TestTwoDispatchersNeverDoubleClaim(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	second := b.addEndpoint(b.rc.URL() + "?second=1")
 	var ids []string
@@ -393,6 +401,7 @@ func TestTwoDispatchersNeverDoubleClaim(t *testing.T) {
 // TestDeleteDuringAttempt: an endpoint deleted while its POST is in flight
 // leaves nothing to record, and no error.
 func TestDeleteDuringAttempt(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	var logs strings.Builder
 	var mu sync.Mutex

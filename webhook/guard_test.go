@@ -14,6 +14,7 @@ import (
 )
 
 func TestAllowedAddr(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		ip       string
 		allowed  bool
@@ -53,6 +54,7 @@ func TestAllowedAddr(t *testing.T) {
 }
 
 func TestCheckURL(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		url      string
 		ok       bool
@@ -96,6 +98,7 @@ func TestCheckURL(t *testing.T) {
 // and metadata destinations when it connects, whatever the URL says (a
 // literal, or a name that resolves there), before any byte is sent.
 func TestGuardRefusesAtConnect(t *testing.T) {
+	t.Parallel()
 	var hits atomic.Int32
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
 	defer srv.Close()
@@ -142,6 +145,7 @@ func TestGuardRefusesAtConnect(t *testing.T) {
 // endpoint (registered before the policy changed, or through DNS) is
 // refused at connect time and recorded as a failed attempt.
 func TestGuardedDispatcher(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	d := b.dispatcher(func(c *Config) { c.Policy = Policy{} })
 	id := b.event("A", 1, "session.processing")
@@ -161,6 +165,7 @@ func TestGuardedDispatcher(t *testing.T) {
 // TestRedirectNotFollowed: a 3xx to a loopback URL is not followed (the
 // target never sees a request) and counts as a failed attempt.
 func TestRedirectNotFollowed(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	var targetHits atomic.Int32
 	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { targetHits.Add(1) }))
@@ -186,6 +191,7 @@ func TestRedirectNotFollowed(t *testing.T) {
 // TestResponseReadCapped: an endpoint streaming an endless body does not
 // hold the dispatcher: the read stops at the cap.
 func TestResponseReadCapped(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	b.rc.answer = func(n int, w http.ResponseWriter, r *http.Request) {
 		chunk := []byte(strings.Repeat("x", 32<<10))

@@ -19,6 +19,7 @@ import (
 
 	"github.com/settle-dev/settle/internal/dbtest"
 	"github.com/settle-dev/settle/internal/store"
+	"github.com/settle-dev/settle/schema"
 )
 
 // fakeClock is the dispatcher's clock in tests: it moves only when told.
@@ -138,11 +139,16 @@ type bundle struct {
 
 func setup(t testing.TB) *bundle {
 	t.Helper()
-	db := dbtest.Migrated(t)
-	b := &bundle{t: t, ctx: t.Context(), pg: db.PG, pgURL: db.PostgresURL, clock: newFakeClock(), rc: newReceiver(t)}
-	b.st = NewStore(db.PG, Policy{AllowLoopback: true})
+	// Postgres only: webhooks never touch ClickHouse.
+	url := dbtest.PostgresURL(t)
+	pg := dbtest.OpenPostgres(t, url)
+	if _, err := schema.Migrate(t.Context(), pg, nil, nil); err != nil {
+		t.Fatalf("migrating: %v", err)
+	}
+	b := &bundle{t: t, ctx: t.Context(), pg: pg, pgURL: url, clock: newFakeClock(), rc: newReceiver(t)}
+	b.st = NewStore(pg, Policy{AllowLoopback: true})
 	b.st.now = b.clock.Now
-	m, err := store.New(db.PG).CreateMerchant(b.ctx, "Webhook Test")
+	m, err := store.New(pg).CreateMerchant(b.ctx, "Webhook Test")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -146,6 +146,7 @@ func ids(r response) []string {
 // pages neither skip nor repeat while new exceptions arrive, and ids of
 // another merchant are answered like unknown ones.
 func TestExceptionsListFilterPaginationIsolation(t *testing.T) {
+	t.Parallel()
 	in := setupInbox(t)
 	ctx := context.Background()
 	now := time.Unix(0, in.now.Load())
@@ -280,6 +281,7 @@ func (in *inbox) refund(key, id string, body any) response {
 // in its token on its chain, to the address given: a payout the delivery
 // executor picks up, a resolution and an audit entry, in one transaction.
 func TestExceptionRefund(t *testing.T) {
+	t.Parallel()
 	in := setupInbox(t)
 	ctx := context.Background()
 	sid, rc := in.session(in.key)
@@ -356,6 +358,7 @@ func TestExceptionRefund(t *testing.T) {
 // Two (here twenty) refunds of one exception at once make one payout:
 // the others are told it is not open any more.
 func TestExceptionRefundConcurrent(t *testing.T) {
+	t.Parallel()
 	in := setupInbox(t)
 	sid, rc := in.session(in.key)
 	id := in.exceptionOf(in.deposit(rc, baseUSDC, 1_000_000, in.expiresAt(sid).Add(time.Minute), true))
@@ -403,6 +406,7 @@ func TestExceptionRefundConcurrent(t *testing.T) {
 // never one that burns the tokens, always a well-formed EVM address; and
 // another merchant's exception is not there at all.
 func TestExceptionRefundAttacks(t *testing.T) {
+	t.Parallel()
 	in := setupInbox(t)
 	sid, rc := in.session(in.key)
 	id := in.exceptionOf(in.deposit(rc, baseUSDC, 1_000_000, in.expiresAt(sid).Add(time.Minute), true))
@@ -471,6 +475,7 @@ func TestExceptionRefundAttacks(t *testing.T) {
 // it), a deposit only once final, a held amount (overpaid) only once the
 // session succeeded (before that a bounce may refund it with the rest).
 func TestExceptionRefundRules(t *testing.T) {
+	t.Parallel()
 	in := setupInbox(t)
 	ctx := context.Background()
 	sid, rc := in.session(in.key)
@@ -513,6 +518,7 @@ func TestExceptionRefundRules(t *testing.T) {
 // A refunded late top-up does not count as the session's payout: an
 // underpaid session still bounces its credited deposit at the deadline.
 func TestExceptionRefundLeavesSessionToSettle(t *testing.T) {
+	t.Parallel()
 	in := setupInbox(t)
 	ctx := context.Background()
 	sid, rc := in.session(in.key)
@@ -548,6 +554,7 @@ func TestExceptionRefundLeavesSessionToSettle(t *testing.T) {
 // normal path delivers. A wrong token, an unfinal deposit or an ended
 // session cannot be credited.
 func TestExceptionCredit(t *testing.T) {
+	t.Parallel()
 	in := setupInbox(t)
 	ctx := context.Background()
 	sid, rc := in.session(in.key)
@@ -603,6 +610,7 @@ func TestExceptionCredit(t *testing.T) {
 // Resolve needs a note; a resolved exception takes no other action, and
 // a payout that needs attention can be resolved (not refunded).
 func TestExceptionResolve(t *testing.T) {
+	t.Parallel()
 	in := setupInbox(t)
 	ctx := context.Background()
 	sid, rc := in.session(in.key)

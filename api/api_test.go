@@ -976,7 +976,7 @@ func TestRoutingAndCORS(t *testing.T) {
 		status       int
 		code         string
 	}{
-		{"GET", "/v1/sessions", 405, "method_not_allowed"},
+		{"PUT", "/v1/sessions", 405, "method_not_allowed"}, // GET lists them (lists.go)
 		{"DELETE", "/v1/sessions/" + id, 405, "method_not_allowed"},
 		{"GET", "/v1/sessions/" + id + "/check", 405, "method_not_allowed"},
 		{"GET", "/v2/anything", 404, "not_found"},

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -108,7 +109,8 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	done := make(chan struct{}, d.cfg.Workers)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	var lastGauges time.Time
+	var lastGauges, lastFanOut time.Time
+	fanned := 0
 	for ctx.Err() == nil {
 		if time.Since(lastGauges) > 5*time.Second {
 			lastGauges = time.Now()
@@ -116,8 +118,15 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 				d.logger.WarnContext(ctx, "reading webhook queue depth failed", "err", err)
 			}
 		}
-		if _, err := d.fanOut(ctx); err != nil && ctx.Err() == nil {
-			d.logger.WarnContext(ctx, "fanning out events failed; will retry", "err", err)
+		// A busy loop comes round for every finished attempt; fanning out
+		// each time would cost more than the deliveries. Once per
+		// fanOutEvery is enough, unless the last one left a full batch.
+		if fanned == fanOutBatch || time.Since(lastFanOut) >= fanOutEvery {
+			lastFanOut = time.Now()
+			var err error
+			if fanned, err = d.fanOut(ctx); err != nil && ctx.Err() == nil {
+				d.logger.WarnContext(ctx, "fanning out events failed; will retry", "err", err)
+			}
 		}
 		free := cap(sem) - len(sem)
 		var jobs []job
@@ -181,6 +190,9 @@ const fanOutLock = 0x776866616e6f7574
 
 // fanOutBatch bounds the events one fan-out transaction takes.
 const fanOutBatch = 500
+
+// fanOutEvery is how often a busy dispatcher fans out.
+const fanOutEvery = 10 * time.Millisecond
 
 // fanOut creates the deliveries of events not yet fanned out, for the
 // merchant's enabled endpoints whose filter takes the type, and marks the
@@ -359,23 +371,37 @@ func (d *Dispatcher) attempt(ctx context.Context, j job) {
 // maxErrorText bounds a stored error message.
 const maxErrorText = 500
 
+// Statements of record. The attempt is inserted only while its delivery
+// exists: the endpoint may have been deleted (with its deliveries) during
+// the POST, and then there is nothing to record.
+const (
+	insertAttempt = `INSERT INTO webhook_attempts (delivery_id, endpoint_id, at, status_code, latency_ms, error)
+		SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM webhook_deliveries WHERE id = $1 FOR KEY SHARE)`
+	markSucceeded = `UPDATE webhook_deliveries SET status = 'succeeded', attempts = attempts + 1, finished_at = $3,
+		claimed_until = NULL, claim_token = NULL, last_error = NULL WHERE id = $1 AND claim_token = $2`
+	// At most once a second per endpoint: a busy endpoint's row is not
+	// rewritten on every delivery.
+	markEndpointSuccess = `UPDATE webhook_endpoints SET last_success_at = $2
+		WHERE id = $1 AND (last_success_at IS NULL OR last_success_at < $2::timestamptz - interval '1 second')`
+	markRetry = `UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $3,
+		claimed_until = NULL, claim_token = NULL, last_error = $4 WHERE id = $1 AND claim_token = $2`
+	markFailed = `UPDATE webhook_deliveries SET status = 'failed', attempts = attempts + 1, finished_at = $3,
+		claimed_until = NULL, claim_token = NULL, last_error = $4 WHERE id = $1 AND claim_token = $2`
+	disableEndpoint = `UPDATE webhook_endpoints SET enabled = false, disabled_reason = $3
+		WHERE id = $1 AND enabled AND (last_success_at IS NULL OR last_success_at < $2) RETURNING id`
+	failEndpointDeliveries = `UPDATE webhook_deliveries SET status = 'failed', finished_at = $2, claimed_until = NULL,
+		claim_token = NULL, last_error = 'endpoint disabled' WHERE endpoint_id = $1 AND status = 'pending'`
+)
+
 // record stores an attempt and moves its delivery on: succeeded, due again
-// after a backoff, or failed once the retry window is over. A give-up
-// disables the endpoint if it has not answered 2xx since the delivery began
-// (it failed through the whole window), and fails its other pending
-// deliveries with it. The claim token makes a stale claimant's record (its
-// lease ran out and another dispatcher took over) change nothing but the
-// attempt log.
+// after a backoff, or failed once the retry window is over. The claim
+// token makes a stale claimant's record (its lease ran out and another
+// dispatcher took over) change nothing but the attempt log.
 func (d *Dispatcher) record(ctx context.Context, j job, r result) error {
 	now := d.cfg.Now()
 	if len(r.err) > maxErrorText {
 		r.err = r.err[:maxErrorText]
 	}
-	tx, err := d.pool.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("recording attempt: %w", err)
-	}
-	defer tx.Rollback(ctx)
 	var status *int
 	if r.status != 0 {
 		status = &r.status
@@ -384,76 +410,100 @@ func (d *Dispatcher) record(ctx context.Context, j job, r result) error {
 	if r.err != "" {
 		errText = &r.err
 	}
-	// The endpoint may have been deleted (with its deliveries) during the
-	// POST; then there is nothing to record.
-	if _, err := tx.Exec(ctx, `INSERT INTO webhook_attempts (delivery_id, endpoint_id, at, status_code, latency_ms, error)
-		SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM webhook_deliveries WHERE id = $1 FOR KEY SHARE)`,
-		j.id, j.endpointID, now, status, int(r.latency.Milliseconds()), errText); err != nil {
-		return fmt.Errorf("inserting attempt: %w", err)
+	attemptArgs := []any{j.id, j.endpointID, now, status, int(r.latency.Milliseconds()), errText}
+	if r.err != "" && !now.Before(j.createdAt.Add(d.cfg.Backoff.RetryWindow)) {
+		return d.giveUp(ctx, j, r, now, attemptArgs)
 	}
-	outcome := "retrying"
-	var tag interface{ RowsAffected() int64 }
-	switch {
-	case r.err == "":
-		outcome = "succeeded"
-		tag, err = tx.Exec(ctx, `UPDATE webhook_deliveries SET status = 'succeeded', attempts = attempts + 1, finished_at = $3,
-			claimed_until = NULL, claim_token = NULL, last_error = NULL WHERE id = $1 AND claim_token = $2`, j.id, j.token, now)
-		if err == nil {
-			// At most once a second per endpoint: a busy endpoint's row
-			// is not rewritten on every delivery.
-			_, err = tx.Exec(ctx, `UPDATE webhook_endpoints SET last_success_at = $2
-				WHERE id = $1 AND (last_success_at IS NULL OR last_success_at < $2::timestamptz - interval '1 second')`, j.endpointID, now)
-		}
-	case !now.Before(j.createdAt.Add(d.cfg.Backoff.RetryWindow)):
-		outcome = "failed"
-		tag, err = tx.Exec(ctx, `UPDATE webhook_deliveries SET status = 'failed', attempts = attempts + 1, finished_at = $3,
-			claimed_until = NULL, claim_token = NULL, last_error = $4 WHERE id = $1 AND claim_token = $2`, j.id, j.token, now, r.err)
-	default:
-		next := now.Add(d.cfg.Backoff.Delay(j.attempts+1, d.rand()))
-		tag, err = tx.Exec(ctx, `UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $3,
-			claimed_until = NULL, claim_token = NULL, last_error = $4 WHERE id = $1 AND claim_token = $2`, j.id, j.token, next, r.err)
+	// One round trip: a batch runs as one implicit transaction, so the
+	// attempt and the delivery's new state commit together.
+	b := &pgx.Batch{}
+	b.Queue(insertAttempt, attemptArgs...)
+	outcome := "succeeded"
+	if r.err == "" {
+		b.Queue(markSucceeded, j.id, j.token, now)
+		b.Queue(markEndpointSuccess, j.endpointID, now)
+	} else {
+		outcome = "retrying"
+		b.Queue(markRetry, j.id, j.token, now.Add(d.cfg.Backoff.Delay(j.attempts+1, d.rand())), r.err)
+	}
+	br := d.pool.SendBatch(ctx, b)
+	_, err := br.Exec()
+	var tag pgconn.CommandTag
+	if err == nil {
+		tag, err = br.Exec()
+	}
+	if err == nil && r.err == "" {
+		_, err = br.Exec()
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("updating delivery %d: %w", j.id, err)
+		return fmt.Errorf("recording attempt of delivery %d: %w", j.id, err)
 	}
 	if tag.RowsAffected() == 0 {
-		// Our lease ran out (or the delivery was replayed or deleted).
-		return tx.Commit(ctx)
+		return nil // our lease ran out (or the delivery was replayed or deleted)
 	}
-	disabled := false
-	if outcome == "failed" {
-		reason := fmt.Sprintf("every delivery failed for %s (last error: %s)", d.cfg.Backoff.RetryWindow, r.err)
-		var id string
-		err := tx.QueryRow(ctx, `UPDATE webhook_endpoints SET enabled = false, disabled_reason = $3
-			WHERE id = $1 AND enabled AND (last_success_at IS NULL OR last_success_at < $2) RETURNING id`, j.endpointID, j.createdAt, reason).Scan(&id)
-		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-		case err != nil:
-			return fmt.Errorf("disabling endpoint %s: %w", j.endpointID, err)
-		default:
-			disabled = true
-			if _, err := tx.Exec(ctx, `UPDATE webhook_deliveries SET status = 'failed', finished_at = $2, claimed_until = NULL,
-				claim_token = NULL, last_error = 'endpoint disabled' WHERE endpoint_id = $1 AND status = 'pending'`, j.endpointID, now); err != nil {
-				return fmt.Errorf("failing deliveries of disabled endpoint %s: %w", j.endpointID, err)
-			}
+	d.counted(ctx, j, r, outcome)
+	return nil
+}
+
+// giveUp records the last attempt of a delivery whose retry window is
+// over: it fails, and its endpoint is disabled if it has not answered 2xx
+// since the delivery began (it failed through the whole window), with its
+// other pending deliveries failed alongside.
+func (d *Dispatcher) giveUp(ctx context.Context, j job, r result, now time.Time, attemptArgs []any) error {
+	tx, err := d.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("recording attempt: %w", err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, insertAttempt, attemptArgs...); err != nil {
+		return fmt.Errorf("inserting attempt: %w", err)
+	}
+	tag, err := tx.Exec(ctx, markFailed, j.id, j.token, now, r.err)
+	if err != nil {
+		return fmt.Errorf("failing delivery %d: %w", j.id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return tx.Commit(ctx) // our lease ran out (or the delivery was replayed or deleted)
+	}
+	reason := fmt.Sprintf("every delivery failed for %s (last error: %s)", d.cfg.Backoff.RetryWindow, r.err)
+	var id string
+	disabled := true
+	switch err := tx.QueryRow(ctx, disableEndpoint, j.endpointID, j.createdAt, reason).Scan(&id); {
+	case errors.Is(err, pgx.ErrNoRows):
+		disabled = false
+	case err != nil:
+		return fmt.Errorf("disabling endpoint %s: %w", j.endpointID, err)
+	default:
+		if _, err := tx.Exec(ctx, failEndpointDeliveries, j.endpointID, now); err != nil {
+			return fmt.Errorf("failing deliveries of disabled endpoint %s: %w", j.endpointID, err)
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("committing attempt: %w", err)
 	}
-	d.metrics.attempts.WithLabelValues(outcome).Inc()
-	if outcome == "succeeded" && j.attempts == 0 {
-		d.metrics.latency.Observe(time.Since(j.eventAt).Seconds())
-	}
-	if outcome != "succeeded" {
-		d.logger.InfoContext(ctx, "webhook attempt failed", "delivery", j.id, "event", j.eventID, "endpoint", j.endpointID,
-			"attempt", j.attempts+1, "outcome", outcome, "status", r.status, "err", r.err)
-	}
+	d.counted(ctx, j, r, "failed")
 	if disabled {
 		d.metrics.disabled.Inc()
 		d.logger.WarnContext(ctx, "webhook endpoint disabled: every delivery failed through the retry window", "endpoint", j.endpointID)
 	}
 	return nil
+}
+
+// counted updates the metrics and logs a failed attempt once its record
+// committed.
+func (d *Dispatcher) counted(ctx context.Context, j job, r result, outcome string) {
+	d.metrics.attempts.WithLabelValues(outcome).Inc()
+	if outcome == "succeeded" {
+		if j.attempts == 0 {
+			d.metrics.latency.Observe(time.Since(j.eventAt).Seconds())
+		}
+		return
+	}
+	d.logger.InfoContext(ctx, "webhook attempt failed", "delivery", j.id, "event", j.eventID, "endpoint", j.endpointID,
+		"attempt", j.attempts+1, "outcome", outcome, "status", r.status, "err", r.err)
 }
 
 // updateGauges reads the queue depth and the oldest pending delivery.

@@ -40,6 +40,10 @@ type Config struct {
 	Lease time.Duration
 	// Workers bounds concurrent POSTs; default 32.
 	Workers int
+	// PerEndpoint is about the most POSTs one endpoint gets at once from
+	// this dispatcher (default Workers/4): a slow endpoint with a backlog
+	// must not take every worker from the other merchants.
+	PerEndpoint int
 	// PollInterval is how often an idle dispatcher looks for work;
 	// default 100 ms.
 	PollInterval time.Duration
@@ -65,6 +69,9 @@ type Dispatcher struct {
 	logger  *slog.Logger
 	metrics *metrics
 	rand    func() float64
+
+	mu       sync.Mutex
+	inFlight map[string]int // endpoint id → POSTs under way
 }
 
 // NewDispatcher checks cfg and builds a Dispatcher.
@@ -78,6 +85,7 @@ func NewDispatcher(cfg Config) (*Dispatcher, error) {
 		return nil, fmt.Errorf("webhook: Lease %s must exceed Timeout %s", cfg.Lease, cfg.Timeout)
 	}
 	cfg.Workers = cmp.Or(cfg.Workers, 32)
+	cfg.PerEndpoint = cmp.Or(cfg.PerEndpoint, max(cfg.Workers/4, 1))
 	cfg.PollInterval = cmp.Or(cfg.PollInterval, 100*time.Millisecond)
 	cfg.Backoff.Min = cmp.Or(cfg.Backoff.Min, DefaultBackoff.Min)
 	cfg.Backoff.Base = cmp.Or(cfg.Backoff.Base, DefaultBackoff.Base)
@@ -92,12 +100,13 @@ func NewDispatcher(cfg Config) (*Dispatcher, error) {
 	}
 	logger := cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
 	return &Dispatcher{
-		cfg:     cfg,
-		pool:    cfg.Postgres,
-		client:  cfg.Policy.Client(cfg.Timeout, cfg.RootCAs),
-		logger:  logger.With("component", "webhook"),
-		metrics: newMetrics(cfg.Registerer),
-		rand:    randFloat,
+		cfg:      cfg,
+		pool:     cfg.Postgres,
+		client:   cfg.Policy.Client(cfg.Timeout, cfg.RootCAs),
+		logger:   logger.With("component", "webhook"),
+		metrics:  newMetrics(cfg.Registerer),
+		rand:     randFloat,
+		inFlight: map[string]int{},
 	}, nil
 }
 
@@ -128,7 +137,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 				d.logger.WarnContext(ctx, "fanning out events failed; will retry", "err", err)
 			}
 		}
-		free := cap(sem) - len(sem)
+		// At most PerEndpoint per claim, and none for an endpoint that has
+		// PerEndpoint under way: one endpoint never holds more than about
+		// twice that.
+		free := min(cap(sem)-len(sem), d.cfg.PerEndpoint)
 		var jobs []job
 		if free > 0 {
 			var err error
@@ -138,8 +150,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		}
 		for _, j := range jobs {
 			sem <- struct{}{}
+			d.track(j.endpointID, 1)
 			wg.Go(func() {
 				defer func() {
+					d.track(j.endpointID, -1)
 					<-sem
 					// A wake-up, not a count: never block on it (a
 					// busy loop may not drain it before shutdown).
@@ -165,6 +179,28 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// track counts an endpoint's POSTs under way.
+func (d *Dispatcher) track(endpointID string, delta int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.inFlight[endpointID] += delta; d.inFlight[endpointID] <= 0 {
+		delete(d.inFlight, endpointID)
+	}
+}
+
+// saturated lists the endpoints at their PerEndpoint limit.
+func (d *Dispatcher) saturated() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := []string{}
+	for id, n := range d.inFlight {
+		if n >= d.cfg.PerEndpoint {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // runOnce fans out, claims up to n due deliveries, attempts them all and
@@ -268,7 +304,7 @@ func (d *Dispatcher) claim(ctx context.Context, n int) ([]job, error) {
 	const q = `WITH due AS (
 			SELECT d.id FROM webhook_deliveries d
 			JOIN webhook_endpoints e ON e.id = d.endpoint_id AND e.enabled
-			WHERE d.status = 'pending' AND d.next_attempt_at <= $1
+			WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND d.endpoint_id <> ALL ($5)
 			  AND (d.claimed_until IS NULL OR d.claimed_until <= $1)
 			  AND NOT EXISTS (
 				SELECT 1 FROM webhook_deliveries p
@@ -284,7 +320,7 @@ func (d *Dispatcher) claim(ctx context.Context, n int) ([]job, error) {
 		RETURNING w.id, w.event_id, w.endpoint_id, e.url, e.secret,
 			CASE WHEN e.previous_expires_at > $1 THEN e.previous_secret END,
 			o.payload::text, w.attempts, w.created_at, o.created_at`
-	rows, err := d.pool.Query(ctx, q, now, n, now.Add(d.cfg.Lease), token)
+	rows, err := d.pool.Query(ctx, q, now, n, now.Add(d.cfg.Lease), token, d.saturated())
 	if err != nil {
 		return nil, fmt.Errorf("claiming deliveries: %w", err)
 	}

@@ -432,3 +432,58 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// TestSlowEndpointDoesNotStarveOthers: an endpoint with a backlog of slow
+// answers gets about PerEndpoint workers, and another endpoint's event
+// goes meanwhile.
+func TestSlowEndpointDoesNotStarveOthers(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.addEndpoint(b.rc.URL()+"?slow=1", "session.processing")
+	b.addEndpoint(b.rc.URL()+"?fast=1", "session.succeeded")
+	if err := b.st.DeleteEndpoint(b.ctx, b.merchant, b.endpoint.ID); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var cur, peak int
+	fastAt := make(chan time.Time, 1)
+	b.rc.answer = func(n int, w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Has("fast") {
+			fastAt <- time.Now()
+			return
+		}
+		mu.Lock()
+		cur++
+		peak = max(peak, cur)
+		mu.Unlock()
+		time.Sleep(400 * time.Millisecond)
+		mu.Lock()
+		cur--
+		mu.Unlock()
+	}
+	for i := range 24 {
+		b.event(fmt.Sprintf("s%d", i), 1, "session.processing")
+	}
+	b.event("f", 1, "session.succeeded")
+	d := b.dispatcher(func(c *Config) { c.Now = time.Now; c.Workers = 8; c.PerEndpoint = 2; c.PollInterval = 5 * time.Millisecond })
+	ctx, cancel := context.WithCancel(b.ctx)
+	done := make(chan struct{})
+	start := time.Now()
+	go func() { defer close(done); _ = d.Run(ctx) }()
+	select {
+	case at := <-fastAt:
+		if el := at.Sub(start); el > 350*time.Millisecond {
+			t.Errorf("the fast endpoint waited %s behind the slow one", el)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the fast endpoint's event never came")
+	}
+	time.Sleep(500 * time.Millisecond)
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if peak > 3 || peak < 2 {
+		t.Errorf("the slow endpoint had %d POSTs at once, want 2 or 3 (PerEndpoint 2)", peak)
+	}
+}

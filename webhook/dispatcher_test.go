@@ -465,7 +465,12 @@ func TestSlowEndpointDoesNotStarveOthers(t *testing.T) {
 		b.event(fmt.Sprintf("s%d", i), 1, "session.processing")
 	}
 	b.event("f", 1, "session.succeeded")
-	d := b.dispatcher(func(c *Config) { c.Now = time.Now; c.Workers = 8; c.PerEndpoint = 2; c.PollInterval = 5 * time.Millisecond })
+	d := b.dispatcher(func(c *Config) {
+		c.Now = time.Now
+		c.Workers = 8
+		c.PerEndpoint = 2
+		c.PollInterval = 5 * time.Millisecond
+	})
 	ctx, cancel := context.WithCancel(b.ctx)
 	done := make(chan struct{})
 	start := time.Now()

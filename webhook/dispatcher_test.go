@@ -456,7 +456,7 @@ func TestSlowEndpointDoesNotStarveOthers(t *testing.T) {
 		cur++
 		peak = max(peak, cur)
 		mu.Unlock()
-		time.Sleep(400 * time.Millisecond)
+		time.Sleep(600 * time.Millisecond)
 		mu.Lock()
 		cur--
 		mu.Unlock()
@@ -477,13 +477,15 @@ func TestSlowEndpointDoesNotStarveOthers(t *testing.T) {
 	go func() { defer close(done); _ = d.Run(ctx) }()
 	select {
 	case at := <-fastAt:
-		if el := at.Sub(start); el > 350*time.Millisecond {
+		// Before the slow endpoint's first answers: without the cap it
+		// would wait for three rounds of them.
+		if el := at.Sub(start); el > 550*time.Millisecond {
 			t.Errorf("the fast endpoint waited %s behind the slow one", el)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the fast endpoint's event never came")
 	}
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(700 * time.Millisecond) // a second round of the slow endpoint
 	cancel()
 	<-done
 	mu.Lock()

@@ -18,6 +18,7 @@ type WebhookStore interface {
 	ListEndpoints(ctx context.Context, merchantID string, n int, startingAfter string) ([]webhook.Endpoint, error)
 	DeleteEndpoint(ctx context.Context, merchantID, id string) error
 	RotateSecret(ctx context.Context, merchantID, id string) (*webhook.Endpoint, error)
+	EnableEndpoint(ctx context.Context, merchantID, id string) (*webhook.Endpoint, error)
 	SendTest(ctx context.Context, merchantID, id string) (string, error)
 	ListAttempts(ctx context.Context, merchantID, endpointID string, n int, startingAfter int64) ([]webhook.Attempt, error)
 	Replay(ctx context.Context, merchantID, eventID, endpointID string) (int, error)
@@ -47,10 +48,11 @@ func (s *Server) webhookRoutes(handle func(string, handlerFunc)) {
 	handle("DELETE /v1/webhooks/{id}", s.deleteWebhook)
 	handle("POST /v1/webhooks/{id}/rotate-secret", s.rotateWebhookSecret)
 	handle("POST /v1/webhooks/{id}/test", s.testWebhook)
+	handle("POST /v1/webhooks/{id}/enable", s.enableWebhook)
 	handle("GET /v1/webhooks/{id}/attempts", s.listWebhookAttempts)
 	handle("POST /v1/events/{id}/replay", s.replayEvent)
 	for _, p := range []string{"/v1/webhooks", "/v1/webhooks/{id}", "/v1/webhooks/{id}/rotate-secret", "/v1/webhooks/{id}/test",
-		"/v1/webhooks/{id}/attempts", "/v1/events/{id}/replay"} {
+		"/v1/webhooks/{id}/enable", "/v1/webhooks/{id}/attempts", "/v1/events/{id}/replay"} {
 		handle(p, methodNotAllowed)
 	}
 }
@@ -232,6 +234,24 @@ func (s *Server) rotateWebhookSecret(w http.ResponseWriter, r *http.Request) err
 		PreviousSecretExpiresAt string `json:"previousSecretExpiresAt"`
 	}{renderWebhook(e), strconv.FormatInt(s.cfg.Now().Add(webhook.RotationOverlap).Unix(), 10)}
 	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// enableWebhook turns an endpoint the dispatcher disabled back on.
+func (s *Server) enableWebhook(w http.ResponseWriter, r *http.Request) error {
+	merchant, err := s.merchantFromKey(r)
+	if err != nil {
+		return err
+	}
+	id, err := webhookID(r)
+	if err != nil {
+		return err
+	}
+	e, err := s.cfg.Webhooks.EnableEndpoint(r.Context(), merchant, id)
+	if err != nil {
+		return webhookError(err)
+	}
+	writeJSON(w, http.StatusOK, renderWebhook(e))
 	return nil
 }
 

@@ -102,6 +102,12 @@ func TestWebhookEndpointsAPI(t *testing.T) {
 		t.Errorf("rotate: %d %s", rot.Status, rot.Raw)
 	}
 
+	if r := b.do("POST", "/v1/webhooks/"+ids[0]+"/enable", nil, auth...); r.Status != 200 || r.Body["enabled"] != true {
+		t.Errorf("enable: %d %s", r.Status, r.Raw)
+	}
+	if r := b.do("POST", "/v1/webhooks/"+otherID+"/enable", nil, auth...); r.Status != 404 {
+		t.Errorf("enabling another merchant's endpoint: %d", r.Status)
+	}
 	test := b.do("POST", "/v1/webhooks/"+ids[0]+"/test", nil, auth...)
 	eventID, _ := test.Body["eventId"].(string)
 	if test.Status != 202 || !strings.HasPrefix(eventID, "evt_") {

@@ -299,6 +299,16 @@ func TestDisableAfterRetryWindow(t *testing.T) {
 	if n != 0 {
 		t.Errorf("a disabled endpoint got a new delivery")
 	}
+	// Enabled again, it gets the next event.
+	if e, err := b.st.EnableEndpoint(b.ctx, b.merchant, b.endpoint.ID); err != nil || !e.Enabled || e.DisabledReason != "" {
+		t.Fatalf("enable: %+v, %v", e, err)
+	}
+	b.rc.answer = nil
+	fourth := b.event("C", 2, "session.succeeded")
+	b.step(d)
+	if st, _ := b.delivery(fourth, b.endpoint.ID); st != "succeeded" {
+		t.Errorf("after enabling: %s", st)
+	}
 }
 
 // TestTestEventAndReplay: the test event goes to its endpoint only, with

@@ -250,6 +250,22 @@ func (s *Store) RotateSecret(ctx context.Context, merchantID, id string) (*Endpo
 	return e, nil
 }
 
+// EnableEndpoint turns a disabled endpoint back on: it gets the events
+// written from now on (replay brings back what it missed).
+func (s *Store) EnableEndpoint(ctx context.Context, merchantID, id string) (*Endpoint, error) {
+	e := &Endpoint{}
+	const q = `UPDATE webhook_endpoints SET enabled = true, disabled_reason = NULL
+		WHERE id = $1 AND merchant_id = $2 RETURNING ` + endpointCols
+	err := scanEndpoint(s.pool.QueryRow(ctx, q, id, merchantID), e)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("enabling endpoint: %w", err)
+	}
+	return e, nil
+}
+
 // EndpointsForOperator lists every endpoint of a merchant with its secret.
 func (s *Store) EndpointsForOperator(ctx context.Context, merchantID string) ([]Endpoint, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+endpointCols+`, secret FROM webhook_endpoints WHERE merchant_id = $1 ORDER BY created_at, id`, merchantID)

@@ -14,7 +14,7 @@ WITH_SERVICES := eval "$$($(SERVICES) env)" &&
 # deadline exceeded" and no failing input (golang/go#51484, #75804).
 FUZZTIME ?= 50000x
 
-.PHONY: all build dev dev-clean test test-go test-faults fuzz bench bench-api bench-indexer bench-webhook bench-events contracts lint fmt services services-down clean screenshots
+.PHONY: all build dev dev-clean test test-go test-faults fuzz bench bench-api bench-indexer bench-webhook bench-events bench-lists contracts lint fmt services services-down clean screenshots
 
 all: build
 
@@ -72,7 +72,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzUint256Decimal$$' -fuzztime=$(FUZZTIME) ./indexer/evm
 
 ## bench: every benchmark; figures are printed, nothing fails on timing
-bench: bench-api bench-indexer bench-webhook bench-events bench-exceptions
+bench: bench-api bench-indexer bench-webhook bench-events bench-exceptions bench-lists
 
 ## bench-exceptions: a page of GET /v1/exceptions's query at 1,000 and 1,000,000 exceptions (SETTLE_BENCH_EXCEPTIONS for another size)
 bench-exceptions: services
@@ -86,6 +86,10 @@ bench-events: services
 bench-webhook: services
 	$(WITH_SERVICES) $(GO) test -run='^$$' -bench='^BenchmarkEventLatency$$' -benchtime=300x ./webhook
 	$(WITH_SERVICES) $(GO) test -run='^$$' -bench='^BenchmarkDispatcherThroughput$$' -benchtime=10000x ./webhook
+
+## bench-lists: a page of GET /v1/sessions's queries (first page, deep cursor, each filter) at 1,000 and 10,000,000 sessions, and the ratio (SETTLE_BENCH_LIST_N for another size; the seeded databases are kept, SETTLE_BENCH_LIST_FRESH=1 seeds again)
+bench-lists: services
+	$(WITH_SERVICES) $(GO) test -run='^$$' -v -bench='^BenchmarkListSessions$$' -benchtime=200x -timeout=60m ./internal/store
 
 bench-api: services
 	$(WITH_SERVICES) $(GO) test -run='^$$' -bench='^Benchmark(Sessions|Payments)API$$' -benchtime=5s ./api

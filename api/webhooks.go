@@ -182,11 +182,7 @@ func (s *Server) listWebhooks(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) getWebhook(w http.ResponseWriter, r *http.Request) error {
-	merchant, err := s.merchantFromKey(r)
-	if err != nil {
-		return err
-	}
-	id, err := webhookID(r)
+	merchant, id, err := s.webhookTarget(r)
 	if err != nil {
 		return err
 	}
@@ -199,11 +195,7 @@ func (s *Server) getWebhook(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) deleteWebhook(w http.ResponseWriter, r *http.Request) error {
-	merchant, err := s.merchantFromKey(r)
-	if err != nil {
-		return err
-	}
-	id, err := webhookID(r)
+	merchant, id, err := s.webhookTarget(r)
 	if err != nil {
 		return err
 	}
@@ -217,11 +209,7 @@ func (s *Server) deleteWebhook(w http.ResponseWriter, r *http.Request) error {
 // rotateWebhookSecret answers with the new secret (shown once); the old
 // one keeps signing alongside it for 24 hours.
 func (s *Server) rotateWebhookSecret(w http.ResponseWriter, r *http.Request) error {
-	merchant, err := s.merchantFromKey(r)
-	if err != nil {
-		return err
-	}
-	id, err := webhookID(r)
+	merchant, id, err := s.webhookTarget(r)
 	if err != nil {
 		return err
 	}
@@ -239,11 +227,7 @@ func (s *Server) rotateWebhookSecret(w http.ResponseWriter, r *http.Request) err
 
 // enableWebhook turns an endpoint the dispatcher disabled back on.
 func (s *Server) enableWebhook(w http.ResponseWriter, r *http.Request) error {
-	merchant, err := s.merchantFromKey(r)
-	if err != nil {
-		return err
-	}
-	id, err := webhookID(r)
+	merchant, id, err := s.webhookTarget(r)
 	if err != nil {
 		return err
 	}
@@ -258,11 +242,7 @@ func (s *Server) enableWebhook(w http.ResponseWriter, r *http.Request) error {
 // testWebhook queues a test event (isTestEvent true) to this endpoint
 // only; its attempts appear under /attempts like any other.
 func (s *Server) testWebhook(w http.ResponseWriter, r *http.Request) error {
-	merchant, err := s.merchantFromKey(r)
-	if err != nil {
-		return err
-	}
-	id, err := webhookID(r)
+	merchant, id, err := s.webhookTarget(r)
 	if err != nil {
 		return err
 	}
@@ -276,11 +256,7 @@ func (s *Server) testWebhook(w http.ResponseWriter, r *http.Request) error {
 
 // listWebhookAttempts is GET /v1/webhooks/{id}/attempts, newest first.
 func (s *Server) listWebhookAttempts(w http.ResponseWriter, r *http.Request) error {
-	merchant, err := s.merchantFromKey(r)
-	if err != nil {
-		return err
-	}
-	id, err := webhookID(r)
+	merchant, id, err := s.webhookTarget(r)
 	if err != nil {
 		return err
 	}
@@ -338,4 +314,16 @@ func (s *Server) replayEvent(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"eventId": id, "deliveries": n})
 	return nil
+}
+
+// webhookTarget is the calling merchant and the endpoint id of the path,
+// which every /v1/webhooks/{id} handler starts from.
+func (s *Server) webhookTarget(r *http.Request) (merchant, id string, err error) {
+	if merchant, err = s.merchantFromKey(r); err != nil {
+		return "", "", err
+	}
+	if id, err = webhookID(r); err != nil {
+		return "", "", err
+	}
+	return merchant, id, nil
 }

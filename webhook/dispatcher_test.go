@@ -311,6 +311,49 @@ func TestDisableAfterRetryWindow(t *testing.T) {
 	}
 }
 
+// TestConcurrentTestEvents: test events of one endpoint sent at once get
+// the sequences 1..n, each once, the body's sequence the row's.
+func TestConcurrentTestEvents(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const n = 12
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := b.st.SendTest(b.ctx, b.merchant, b.endpoint.ID)
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows, err := b.pg.Query(b.ctx, `SELECT o.sequence, (o.payload->>'sequence')::bigint, o.is_test, o.delivered_at IS NOT NULL, o.payload->>'type',
+			(SELECT count(*) FROM webhook_deliveries d WHERE d.outbox_id = o.id AND d.endpoint_id = $1)
+		FROM outbox o WHERE o.subject_id = $1 ORDER BY o.sequence`, b.endpoint.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	want := int64(1)
+	for rows.Next() {
+		var seq, bodySeq, deliveries int64
+		var isTest, fannedOut bool
+		var typ string
+		if err := rows.Scan(&seq, &bodySeq, &isTest, &fannedOut, &typ, &deliveries); err != nil {
+			t.Fatal(err)
+		}
+		if seq != want || bodySeq != seq || !isTest || !fannedOut || typ != TestEventType || deliveries != 1 {
+			t.Errorf("test event %d: sequence %d, body %d, test %v, fanned out %v, type %q, %d deliveries", want, seq, bodySeq, isTest, fannedOut, typ, deliveries)
+		}
+		want++
+	}
+	if err := rows.Err(); err != nil || want != n+1 {
+		t.Errorf("%d test events, want %d (%v)", want-1, n, err)
+	}
+}
+
 // TestTestEventAndReplay: the test event goes to its endpoint only, with
 // isTestEvent; a replay sends an event again with the same webhook-id.
 func TestTestEventAndReplay(t *testing.T) {

@@ -4,15 +4,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/settle-dev/settle/internal/store"
 )
 
 // Errors callers act on.
@@ -30,16 +30,12 @@ type InputError struct {
 
 func (e *InputError) Error() string { return e.Param + ": " + e.Message }
 
-// EventTypes are the event types an endpoint can subscribe to.
-var EventTypes = []string{
-	"session.created", "session.waiting_payment", "session.processing", "session.succeeded",
-	"session.bounced", "session.expired",
-	"payment_started", "payment_completed", "payment_bounced",
-	"deposit.exception", "deposit.reorged",
-}
+// EventTypes are the event types an endpoint can subscribe to: every type
+// of the event log.
+var EventTypes = store.EventTypes
 
 // TestEventType is the type of the events POST /v1/webhooks/{id}/test sends.
-const TestEventType = "webhook.test"
+const TestEventType = store.EventWebhookTest
 
 // Limits on merchant input: every endpoint multiplies each event's fan-out.
 const (
@@ -316,34 +312,19 @@ func (s *Store) SendTest(ctx context.Context, merchantID, id string) (string, er
 	if !enabled {
 		return "", &InputError{"id", "the endpoint is disabled"}
 	}
-	var seq int64
-	if err := tx.QueryRow(ctx, `SELECT coalesce(max(sequence), 0) + 1 FROM outbox WHERE subject_id = $1`, id).Scan(&seq); err != nil {
-		return "", fmt.Errorf("numbering test event: %w", err)
-	}
-	now := s.now()
-	eventID := randomID("evt_")
-	body, err := json.Marshal(map[string]any{
-		"id": eventID, "type": TestEventType, "sequence": seq, "createdAt": strconv.FormatInt(now.Unix(), 10),
-		"isTestEvent": true, "data": map[string]any{"object": testObject{ID: id, URL: url}},
-	})
+	ev, err := store.RecordTestEvent(ctx, tx, store.TestEvent{MerchantID: merchantID, EndpointID: id, Object: testObject{ID: id, URL: url}, At: s.now()})
 	if err != nil {
-		return "", fmt.Errorf("encoding test event: %w", err)
-	}
-	var outboxID int64
-	const ins = `INSERT INTO outbox (event_id, merchant_id, topic, subject_id, sequence, is_test, payload, created_at, delivered_at)
-		VALUES ($1, $2, $3, $4, $5, true, $6, $7, $7) RETURNING id`
-	if err := tx.QueryRow(ctx, ins, eventID, merchantID, TestEventType, id, seq, body, now).Scan(&outboxID); err != nil {
-		return "", fmt.Errorf("writing test event: %w", err)
+		return "", err
 	}
 	const del = `INSERT INTO webhook_deliveries (outbox_id, event_id, endpoint_id, subject_id, sequence, next_attempt_at, created_at)
 		VALUES ($1, $2, $3, $3, $4, $5, $5)`
-	if _, err := tx.Exec(ctx, del, outboxID, eventID, id, seq, now); err != nil {
+	if _, err := tx.Exec(ctx, del, ev.Row, ev.ID, id, ev.Sequence, ev.CreatedAt); err != nil {
 		return "", fmt.Errorf("queueing test delivery: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return "", fmt.Errorf("committing test event: %w", err)
 	}
-	return eventID, nil
+	return ev.ID, nil
 }
 
 // Replay sends an event again: to endpointID, or (empty) to every enabled

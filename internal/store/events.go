@@ -146,16 +146,59 @@ func RecordEvent(ctx context.Context, tx pgx.Tx, c Change) (*Event, error) {
 	if err := tx.QueryRow(ctx, `UPDATE sessions SET event_seq = event_seq + 1 WHERE id = $1 RETURNING event_seq`, ss.ID).Scan(&ev.Sequence); err != nil {
 		return nil, fmt.Errorf("drawing event sequence of session %s: %w", ss.ID, err)
 	}
-	body := EventBody{ID: ev.ID, Type: typ, Sequence: ev.Sequence, CreatedAt: strconv.FormatInt(at.Unix(), 10), Data: data}
-	if ev.Payload, err = json.Marshal(body); err != nil {
-		return nil, fmt.Errorf("encoding event %s: %w", typ, err)
-	}
-	const q = `INSERT INTO outbox (event_id, merchant_id, topic, subject_id, sequence, is_test, payload, created_at)
-		VALUES ($1, $2, $3, $4, $5, false, $6, $7) RETURNING id`
-	if err := tx.QueryRow(ctx, q, ev.ID, ev.MerchantID, typ, subject, ev.Sequence, ev.Payload, at).Scan(&ev.Row); err != nil {
+	if err := writeEvent(ctx, tx, ev, data); err != nil {
 		return nil, fmt.Errorf("writing event %s of session %s: %w", typ, ss.ID, err)
 	}
 	return ev, nil
+}
+
+// EventWebhookTest is the type of the event POST /v1/webhooks/{id}/test
+// sends.
+const EventWebhookTest = "webhook.test"
+
+// TestEvent is a test event for one webhook endpoint.
+type TestEvent struct {
+	MerchantID string
+	// EndpointID is the event's subject; Object is its data.object.
+	EndpointID string
+	Object     any
+	At         time.Time
+}
+
+// RecordTestEvent writes a test event (isTestEvent true) to the log, the
+// same way RecordEvent writes the others. Its subject is the endpoint, with
+// a sequence of its own: the caller must hold the endpoint's row lock in
+// tx, which orders concurrent tests. The row is written as already fanned
+// out (delivered_at set): the caller queues the one delivery it has, to
+// its endpoint, in the same transaction.
+func RecordTestEvent(ctx context.Context, tx pgx.Tx, t TestEvent) (*Event, error) {
+	at := t.At
+	if at.IsZero() {
+		at = time.Now()
+	}
+	ev := &Event{ID: EventIDPrefix + randomToken(18), Type: EventWebhookTest, MerchantID: t.MerchantID, SubjectID: t.EndpointID,
+		IsTest: true, CreatedAt: at, DeliveredAt: &at}
+	if err := tx.QueryRow(ctx, `SELECT coalesce(max(sequence), 0) + 1 FROM outbox WHERE subject_id = $1`, t.EndpointID).Scan(&ev.Sequence); err != nil {
+		return nil, fmt.Errorf("numbering test event of endpoint %s: %w", t.EndpointID, err)
+	}
+	if err := writeEvent(ctx, tx, ev, EventData{Object: t.Object}); err != nil {
+		return nil, fmt.Errorf("writing test event of endpoint %s: %w", t.EndpointID, err)
+	}
+	return ev, nil
+}
+
+// writeEvent renders ev's body and inserts its outbox row, filling
+// ev.Payload and ev.Row.
+func writeEvent(ctx context.Context, tx pgx.Tx, ev *Event, data EventData) error {
+	body := EventBody{ID: ev.ID, Type: ev.Type, Sequence: ev.Sequence, CreatedAt: strconv.FormatInt(ev.CreatedAt.Unix(), 10),
+		IsTestEvent: ev.IsTest, Data: data}
+	var err error
+	if ev.Payload, err = json.Marshal(body); err != nil {
+		return fmt.Errorf("encoding: %w", err)
+	}
+	const q = `INSERT INTO outbox (event_id, merchant_id, topic, subject_id, sequence, is_test, payload, created_at, delivered_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id`
+	return tx.QueryRow(ctx, q, ev.ID, ev.MerchantID, ev.Type, ev.SubjectID, ev.Sequence, ev.IsTest, ev.Payload, ev.CreatedAt, ev.DeliveredAt).Scan(&ev.Row)
 }
 
 // statusEventType is the event a session's current status reports, ""

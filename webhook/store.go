@@ -114,8 +114,27 @@ func checkEvents(events []string) ([]string, error) {
 
 const endpointCols = `id, merchant_id, url, description, events, enabled, coalesce(disabled_reason, ''), created_at`
 
-func scanEndpoint(row pgx.Row, e *Endpoint) error {
-	return row.Scan(&e.ID, &e.MerchantID, &e.URL, &e.Description, &e.Events, &e.Enabled, &e.DisabledReason, &e.CreatedAt)
+// endpointDest is where a row of endpointCols scans to.
+func endpointDest(e *Endpoint) []any {
+	return []any{&e.ID, &e.MerchantID, &e.URL, &e.Description, &e.Events, &e.Enabled, &e.DisabledReason, &e.CreatedAt}
+}
+
+func scanEndpoint(row pgx.Row, e *Endpoint) error { return row.Scan(endpointDest(e)...) }
+
+// queryEndpoints runs a query of endpointCols (then secret, withSecret).
+func (s *Store) queryEndpoints(ctx context.Context, withSecret bool, q string, args ...any) ([]Endpoint, error) {
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (Endpoint, error) {
+		var e Endpoint
+		dst := endpointDest(&e)
+		if withSecret {
+			dst = append(dst, &e.Secret)
+		}
+		return e, row.Scan(dst...)
+	})
 }
 
 // CreateEndpoint registers an endpoint with a fresh secret (returned in
@@ -193,21 +212,9 @@ func (s *Store) ListEndpoints(ctx context.Context, merchantID string, n int, sta
 		cond = ` AND (created_at, id) < (SELECT created_at, id FROM webhook_endpoints WHERE id = $3)`
 		args = append(args, startingAfter)
 	}
-	rows, err := s.pool.Query(ctx, `SELECT `+endpointCols+` FROM webhook_endpoints WHERE merchant_id = $1`+cond+
+	out, err := s.queryEndpoints(ctx, false, `SELECT `+endpointCols+` FROM webhook_endpoints WHERE merchant_id = $1`+cond+
 		` ORDER BY created_at DESC, id DESC LIMIT $2`, args...)
 	if err != nil {
-		return nil, fmt.Errorf("listing endpoints: %w", err)
-	}
-	defer rows.Close()
-	var out []Endpoint
-	for rows.Next() {
-		var e Endpoint
-		if err := scanEndpoint(rows, &e); err != nil {
-			return nil, fmt.Errorf("listing endpoints: %w", err)
-		}
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("listing endpoints: %w", err)
 	}
 	return out, nil
@@ -264,20 +271,11 @@ func (s *Store) EnableEndpoint(ctx context.Context, merchantID, id string) (*End
 
 // EndpointsForOperator lists every endpoint of a merchant with its secret.
 func (s *Store) EndpointsForOperator(ctx context.Context, merchantID string) ([]Endpoint, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+endpointCols+`, secret FROM webhook_endpoints WHERE merchant_id = $1 ORDER BY created_at, id`, merchantID)
+	out, err := s.queryEndpoints(ctx, true, `SELECT `+endpointCols+`, secret FROM webhook_endpoints WHERE merchant_id = $1 ORDER BY created_at, id`, merchantID)
 	if err != nil {
 		return nil, fmt.Errorf("listing endpoints: %w", err)
 	}
-	defer rows.Close()
-	var out []Endpoint
-	for rows.Next() {
-		var e Endpoint
-		if err := rows.Scan(&e.ID, &e.MerchantID, &e.URL, &e.Description, &e.Events, &e.Enabled, &e.DisabledReason, &e.CreatedAt, &e.Secret); err != nil {
-			return nil, fmt.Errorf("listing endpoints: %w", err)
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // testObject is data.object of a test event: the endpoint as the API shows
@@ -418,7 +416,7 @@ func (s *Store) DevEndpoint(ctx context.Context, merchantID, url string) (*Endpo
 	const q = `UPDATE webhook_endpoints SET enabled = true, disabled_reason = NULL
 		WHERE id = (SELECT id FROM webhook_endpoints WHERE merchant_id = $1 AND url = $2 ORDER BY created_at LIMIT 1)
 		RETURNING ` + endpointCols + `, secret`
-	err := s.pool.QueryRow(ctx, q, merchantID, url).Scan(&e.ID, &e.MerchantID, &e.URL, &e.Description, &e.Events, &e.Enabled, &e.DisabledReason, &e.CreatedAt, &e.Secret)
+	err := s.pool.QueryRow(ctx, q, merchantID, url).Scan(append(endpointDest(e), &e.Secret)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return s.CreateEndpoint(ctx, merchantID, url, nil, "settle dev's receiver (prints events)")
 	}

@@ -451,11 +451,12 @@ func TestExceptionRefundAttacks(t *testing.T) {
 	// action, and nothing happens.
 	missing := in.refund(in.keyB, "exc_999999999", map[string]any{"address": payee})
 	wantError(t, missing, 404, "exception_not_found")
-	for _, path := range []string{"/refund", "/credit", "/resolve"} {
-		r := in.do("POST", "/v1/exceptions/"+id+path, map[string]any{"address": payee, "note": "mine now"}, in.bearer(in.keyB)...)
-		if path != "/refund" {
-			r = in.do("POST", "/v1/exceptions/"+id+path, map[string]any{"note": "mine now"}, in.bearer(in.keyB)...)
-		}
+	for path, body := range map[string]map[string]any{
+		"/refund":  {"address": payee, "note": "mine now"},
+		"/credit":  {"note": "mine now"},
+		"/resolve": {"note": "mine now"},
+	} {
+		r := in.do("POST", "/v1/exceptions/"+id+path, body, in.bearer(in.keyB)...)
 		wantError(t, r, 404, "exception_not_found")
 		if r.Raw != missing.Raw {
 			t.Errorf("%s of another merchant's exception: %s; a missing one: %s", path, r.Raw, missing.Raw)

@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"math/big"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -25,8 +28,12 @@ func evmDest(chainID int, token, to common.Address, amount string) map[string]an
 
 // (a) An exact deposit on chain A ends succeeded with a delivery on chain B,
 // whose hash and amount come from the indexed transfer.
+//
+// The merchant's webhook endpoint (HTTPS, signatures checked with the
+// reference verifier) gets every status change of the session once, in
+// sequence order, the last with the session as GET returns it.
 func TestExactDepositSucceedsWithCrossChainDelivery(t *testing.T) {
-	s := newStack(t, options{})
+	s := newStack(t, options{webhooks: true})
 	dest := anvil.DevAddress(7)
 	id, _, recv := s.session(evmDest(chainB, s.usdcB, dest, "10.00"), nil)
 	before := s.balance(s.b, s.usdcB, dest)
@@ -58,6 +65,25 @@ func TestExactDepositSucceedsWithCrossChainDelivery(t *testing.T) {
 	if err := s.db.PG.QueryRow(context.Background(), `SELECT status, receipt_final FROM payouts WHERE session_id = $1 AND kind = 'delivery'`, id).
 		Scan(&status, &final); err != nil || status != "confirmed" || !final {
 		t.Errorf("delivery payout status %q receipt_final %v (%v), want confirmed and final", status, final, err)
+	}
+
+	evs := s.hooks.waitFor(t, id, "session.succeeded", 20*time.Second)
+	var got []string
+	for i, ev := range evs {
+		got = append(got, ev.Type)
+		if ev.Sequence != int64(i+1) {
+			t.Errorf("webhook %d (%s) has sequence %d, want %d: events arrive in order", i, ev.Type, ev.Sequence, i+1)
+		}
+	}
+	if want := []string{"session.created", "session.waiting_payment", "session.processing", "session.succeeded"}; !slices.Equal(got, want) {
+		t.Errorf("webhooks %v, want %v", got, want)
+	}
+	var obj map[string]any
+	if err := json.Unmarshal(evs[len(evs)-1].Data.Object, &obj); err != nil {
+		t.Fatal(err)
+	}
+	if now := s.get(id); !reflect.DeepEqual(obj, now) {
+		t.Errorf("session.succeeded carries\n%v\nGET returns\n%v", obj, now)
 	}
 }
 

@@ -40,6 +40,7 @@ import (
 	"github.com/settle-dev/settle/internal/mirror"
 	"github.com/settle-dev/settle/internal/store"
 	"github.com/settle-dev/settle/reconciler"
+	"github.com/settle-dev/settle/webhook"
 )
 
 const (
@@ -65,6 +66,9 @@ type options struct {
 	// fiat: the sandbox onramp pays USDC on chain A from anvil account
 	// onrampKey.
 	fiat bool
+	// webhooks: a webhook dispatcher runs and the merchant has an endpoint
+	// at an HTTPS receiver of the test (hooks).
+	webhooks bool
 }
 
 type stack struct {
@@ -84,6 +88,8 @@ type stack struct {
 	// startIndexers starts the indexers (once) when deferIndexers is set.
 	startIndexers func()
 	clients       map[uint64]reconciler.TxReader
+	// hooks receives the merchant's webhooks (options.webhooks).
+	hooks *hookReceiver
 }
 
 func newStack(t *testing.T, o options) *stack {
@@ -177,6 +183,11 @@ func newStack(t *testing.T, o options) *stack {
 		must(err)
 		acfg.Fiat, acfg.Mount = onramp, map[string]http.Handler{sandbox.Path: onramp}
 	}
+	var ws *webhook.Store
+	if o.webhooks {
+		ws = webhook.NewStore(s.db.PG, webhook.Policy{AllowLoopback: true})
+		acfg.Webhooks = ws
+	}
 	srv, err := api.New(acfg)
 	must(err)
 	ts.Config.Handler = srv.Handler()
@@ -234,6 +245,18 @@ func newStack(t *testing.T, o options) *stack {
 	}
 	exp := reconciler.NewExpirer(reconciler.ExpiryConfig{Store: st, Interval: 100 * time.Millisecond})
 	g.Go(func() error { return exp.Run(gctx) })
+	if o.webhooks {
+		s.hooks = newHookReceiver(t)
+		code, out := s.do("POST", "/v1/webhooks", map[string]any{"url": s.hooks.srv.URL + "/hooks"}, true)
+		if code != 201 {
+			t.Fatalf("registering the webhook endpoint: %d %v", code, out)
+		}
+		s.hooks.secret = out["secret"].(string)
+		d, err := webhook.NewDispatcher(webhook.Config{Postgres: s.db.PG, Policy: webhook.Policy{AllowLoopback: true},
+			RootCAs: s.hooks.pool(), Logger: logger, Registerer: s.reg})
+		must(err)
+		g.Go(func() error { return d.Run(gctx) })
+	}
 	t.Cleanup(func() {
 		cancel()
 		if err := g.Wait(); err != nil {

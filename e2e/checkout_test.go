@@ -144,8 +144,11 @@ func (b *browser) pickToken(url string) (receiver common.Address, amount string)
 // token, pays what the page says to the address it shows, and the page
 // follows the payment to completed and redirects to the merchant; the same
 // payer can pay by the sandbox onramp instead.
+//
+// The merchant's webhook endpoint gets payment_started then
+// payment_completed, the last with the payment as GET returns it.
 func TestCheckoutInBrowser(t *testing.T) {
-	s := newStack(t, options{fiat: true})
+	s := newStack(t, options{fiat: true, webhooks: true})
 	thanks := merchantSite(t)
 
 	t.Run("wallet", func(t *testing.T) {
@@ -170,6 +173,8 @@ func TestCheckoutInBrowser(t *testing.T) {
 		if got := s.balance(s.b, s.usdcB, common.HexToAddress("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed")); got.Int64() < 2_500_000 {
 			t.Errorf("destination holds %s", got)
 		}
+		evs := s.hooks.waitFor(t, id, "payment_completed", 20*time.Second)
+		checkEvents(t, evs, []string{"payment_started", "payment_completed"}, s.payment(id))
 	})
 
 	t.Run("completed page", func(t *testing.T) {

@@ -2,10 +2,7 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"math/big"
-	"reflect"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -68,23 +65,7 @@ func TestExactDepositSucceedsWithCrossChainDelivery(t *testing.T) {
 	}
 
 	evs := s.hooks.waitFor(t, id, "session.succeeded", 20*time.Second)
-	var got []string
-	for i, ev := range evs {
-		got = append(got, ev.Type)
-		if ev.Sequence != int64(i+1) {
-			t.Errorf("webhook %d (%s) has sequence %d, want %d: events arrive in order", i, ev.Type, ev.Sequence, i+1)
-		}
-	}
-	if want := []string{"session.created", "session.waiting_payment", "session.processing", "session.succeeded"}; !slices.Equal(got, want) {
-		t.Errorf("webhooks %v, want %v", got, want)
-	}
-	var obj map[string]any
-	if err := json.Unmarshal(evs[len(evs)-1].Data.Object, &obj); err != nil {
-		t.Fatal(err)
-	}
-	if now := s.get(id); !reflect.DeepEqual(obj, now) {
-		t.Errorf("session.succeeded carries\n%v\nGET returns\n%v", obj, now)
-	}
+	checkEvents(t, evs, []string{"session.created", "session.waiting_payment", "session.processing", "session.succeeded"}, s.get(id))
 }
 
 // (b) Calldata to a contract: a call that works succeeds with the merchant

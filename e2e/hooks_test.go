@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -75,30 +77,31 @@ func (h *hookReceiver) pool() *x509.CertPool {
 	return p
 }
 
-// of returns the events received so far whose object has the given
-// sessionId, in arrival order.
-func (h *hookReceiver) of(sessionID string) []hookEvent {
+// of returns the events received so far about a session or payment (the
+// object's sessionId, or a payment's id), in arrival order.
+func (h *hookReceiver) of(subject string) []hookEvent {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var out []hookEvent
 	for _, ev := range h.events {
 		var o struct {
 			SessionID string `json:"sessionId"`
+			ID        string `json:"id"`
 		}
-		if json.Unmarshal(ev.Data.Object, &o) == nil && o.SessionID == sessionID {
+		if json.Unmarshal(ev.Data.Object, &o) == nil && (o.SessionID == subject || o.SessionID == "" && o.ID == subject) {
 			out = append(out, ev)
 		}
 	}
 	return out
 }
 
-// waitFor waits until the session's events include one of type typ and
+// waitFor waits until the subject's events include one of type typ and
 // returns them all.
-func (h *hookReceiver) waitFor(t *testing.T, sessionID, typ string, within time.Duration) []hookEvent {
+func (h *hookReceiver) waitFor(t *testing.T, subject, typ string, within time.Duration) []hookEvent {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		evs := h.of(sessionID)
+		evs := h.of(subject)
 		for _, ev := range evs {
 			if ev.Type == typ {
 				return evs
@@ -108,8 +111,32 @@ func (h *hookReceiver) waitFor(t *testing.T, sessionID, typ string, within time.
 			h.mu.Lock()
 			bad := h.bad
 			h.mu.Unlock()
-			t.Fatalf("no %s webhook for session %s after %s; got %v; refused %v", typ, sessionID, within, evs, bad)
+			t.Fatalf("no %s webhook for %s after %s; got %v; refused %v", typ, subject, within, evs, bad)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// checkEvents checks that evs are of the types want, in that order, with
+// the sequences 1, 2, …, and that the last one's object is last (the
+// object as GET returns it now).
+func checkEvents(t *testing.T, evs []hookEvent, want []string, last map[string]any) {
+	t.Helper()
+	var got []string
+	for i, ev := range evs {
+		got = append(got, ev.Type)
+		if ev.Sequence != int64(i+1) {
+			t.Errorf("webhook %d (%s) has sequence %d, want %d: events arrive in order", i, ev.Type, ev.Sequence, i+1)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("webhooks %v, want %v", got, want)
+	}
+	var obj map[string]any
+	if err := json.Unmarshal(evs[len(evs)-1].Data.Object, &obj); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(obj, last) {
+		t.Errorf("%s carries\n%v\nGET returns\n%v", evs[len(evs)-1].Type, obj, last)
 	}
 }

@@ -82,7 +82,7 @@ bench-exceptions: services
 bench-events: services
 	$(WITH_SERVICES) $(GO) test -run='^$$' -bench='^Benchmark(EventWrite|ListEvents)$$' -benchtime=300x -timeout=60m ./internal/store
 
-## bench-webhook: event latency (outbox insert → received, p50/p99) and dispatcher throughput (events/s) against a local HTTPS receiver
+## bench-webhook: event latency (state change → received, p50/p99, at the default and the former 100 ms poll) and dispatcher throughput (events/s) against a local HTTPS receiver
 bench-webhook: services
 	$(WITH_SERVICES) $(GO) test -run='^$$' -bench='^BenchmarkEventLatency$$' -benchtime=300x ./webhook
 	$(WITH_SERVICES) $(GO) test -run='^$$' -bench='^BenchmarkDispatcherThroughput$$' -benchtime=10000x ./webhook

@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math/big"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -55,10 +59,15 @@ func startDevChains(ctx context.Context, cfg *fileConfig, dir string, treasury c
 			closeAll()
 			return nil, fmt.Errorf("chain %s rpc_url %s needs an explicit port", cc.Name, cc.RPCURL)
 		}
+		statePath := filepath.Join(dir, fmt.Sprintf("anvil-%d.json", cc.ID))
+		if err := checkDevState(statePath); err != nil {
+			closeAll()
+			return nil, fmt.Errorf("dev chain %s: %w", cc.Name, err)
+		}
 		startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		n, err := anvil.Start(startCtx, anvil.Config{
 			Host: u.Hostname(), Port: port, ChainID: cc.ID, BlockTime: time.Second,
-			StatePath: filepath.Join(dir, fmt.Sprintf("anvil-%d.json", cc.ID)), Logger: logger,
+			StatePath: statePath, Logger: logger,
 		})
 		cancel()
 		if err != nil {
@@ -80,6 +89,29 @@ func startDevChains(ctx context.Context, cfg *fileConfig, dir string, treasury c
 		}
 	}
 	return nodes, nil
+}
+
+// checkDevState refuses a dev chain's state file that anvil cannot load:
+// anvil rewrites it in place every second, so a kill or power cut during a
+// write leaves it empty or cut short, and anvil then fails with a JSON
+// parse error that does not say what to do. The chain cannot be resumed
+// from it, and starting that one chain afresh would leave the dev
+// databases pointing at blocks that no longer exist.
+func checkDevState(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // a fresh chain
+	}
+	if err != nil {
+		return fmt.Errorf("opening the chain's state: %w", err)
+	}
+	defer f.Close()
+	var v json.RawMessage
+	if err := json.NewDecoder(f).Decode(&v); err != nil {
+		return fmt.Errorf("its state file %s is damaged (%v), most likely because anvil was killed while writing it; "+
+			"the chain cannot be resumed: run `make dev-clean`, then `make dev`, to start the dev chains and databases afresh", path, err)
+	}
+	return nil
 }
 
 // deployDevTokens deploys each configured token that has no code yet. The

@@ -46,7 +46,7 @@ type Config struct {
 	PerEndpoint int
 	// PollInterval is how often an idle dispatcher looks for work;
 	// default 25 ms. It bounds the latency of a quiet system. An idle
-	// look is two index probes, no transaction. Writers do not NOTIFY
+	// look is two index probes that write nothing. Writers do not NOTIFY
 	// instead: a transaction that notifies takes a database-wide lock
 	// through its commit, which would serialize every session change's
 	// commit behind the others.

@@ -7,14 +7,9 @@ import (
 	"github.com/settle-dev/settle/internal/view"
 )
 
-// The Payment view lives in internal/view (see view.go); these names keep
+// The Payment view lives in internal/view (see view.go); this name keeps
 // api's call sites.
-type (
-	paymentJSON            = view.Payment
-	paymentDisplayJSON     = view.PaymentDisplay
-	paymentSourceJSON      = view.PaymentSource
-	paymentDestinationJSON = view.PaymentDestination
-)
+type paymentJSON = view.Payment
 
 func paymentView(s *session.Session, now time.Time) paymentJSON { return view.PaymentOf(s, now) }
 

@@ -8,11 +8,8 @@ import (
 // The Session views live in internal/view, so the event log renders the
 // same object as these handlers; the names below keep api's call sites.
 type (
-	sessionPublic     = view.SessionPublic
-	sessionFull       = view.Session
-	destinationJSON   = view.Destination
-	deliveryJSON      = view.Delivery
-	paymentMethodJSON = view.PaymentMethod
+	sessionPublic = view.SessionPublic
+	sessionFull   = view.Session
 )
 
 func publicView(s *session.Session, status session.Status) sessionPublic {

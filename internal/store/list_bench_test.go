@@ -34,13 +34,6 @@ type listSeed struct {
 	ReceiverEvery, DepositEvery int
 }
 
-func (s listSeed) merchantOf(g int) string {
-	if g%10 == 0 {
-		return s.Big
-	}
-	return fmt.Sprintf("mer_o%d", g%1000)
-}
-
 // sessionID, paymentID and friends are what seed gives session g.
 func seedSessionID(g int) string { return fmt.Sprintf("%x", md5.Sum([]byte(strconv.Itoa(g)))) }
 

@@ -71,6 +71,13 @@ func newHookReceiver(t *testing.T) *hookReceiver {
 	return h
 }
 
+// setSecret is the endpoint's signing secret, as its creation returned it.
+func (h *hookReceiver) setSecret(secret string) {
+	h.mu.Lock()
+	h.secret = secret
+	h.mu.Unlock()
+}
+
 func (h *hookReceiver) pool() *x509.CertPool {
 	p := x509.NewCertPool()
 	p.AddCert(h.srv.Certificate())

@@ -251,7 +251,7 @@ func newStack(t *testing.T, o options) *stack {
 		if code != 201 {
 			t.Fatalf("registering the webhook endpoint: %d %v", code, out)
 		}
-		s.hooks.secret = out["secret"].(string)
+		s.hooks.setSecret(out["secret"].(string))
 		d, err := webhook.NewDispatcher(webhook.Config{Postgres: s.db.PG, Policy: webhook.Policy{AllowLoopback: true},
 			RootCAs: s.hooks.pool(), Logger: logger, Registerer: s.reg})
 		must(err)
